@@ -1,0 +1,1 @@
+"""DICOM adapters: the DIMSE receiver (pynetdicom) and, later, DICOMweb."""

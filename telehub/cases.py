@@ -1,0 +1,188 @@
+"""Cases as each role may see them, their detail, and the claim that takes one off a worklist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, select, true, update
+from sqlalchemy.orm import Session, selectinload
+
+from telehub import audit, tat, timeline
+from telehub.auth import Principal
+from telehub.db import Database
+from telehub.db.models import Case, CaseStatus, Role, Study
+from telehub.db.types import utcnow
+from telehub.errors import Conflict, Forbidden, NotFound
+
+#: Statuses a reading centre still has work on.
+OPEN_FOR_READING = (CaseStatus.ROUTED.value, CaseStatus.CLAIMED.value, CaseStatus.PRELIMINARY.value)
+
+
+def visible_to(principal: Principal) -> ColumnElement[bool]:
+    """Which cases a user may see: a clinic its facility's, a reader its centre's."""
+    if principal.role == Role.ADMIN.value:
+        return true()
+    if principal.role == Role.CLINIC.value:
+        return Case.origin_facility_id == principal.facility_id
+    if principal.role == Role.READER.value:
+        clauses = [Case.reader_id == principal.user_id]
+        if principal.centre_id is not None:
+            clauses.append(Case.centre_id == principal.centre_id)
+        return or_(*clauses)
+    return false()
+
+
+def _load_visible(session: Session, principal: Principal, case_id: int) -> Case:
+    case = session.scalar(
+        select(Case)
+        .where(Case.id == case_id, visible_to(principal))
+        .options(selectinload(Case.studies).selectinload(Study.series))
+    )
+    if case is None:
+        # The same answer whether the case is missing or another facility's: no probing.
+        raise NotFound(f"case {case_id} not found")
+    return case
+
+
+def summary(case: Case) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "kind": case.kind,
+        "priority": case.priority,
+        "status": case.status,
+        "origin": {"id": case.origin.id, "code": case.origin.code, "name": case.origin.name},
+        "centre": {"id": case.centre.id, "name": case.centre.name} if case.centre else None,
+        "reader": (
+            {
+                "id": case.reader.id,
+                "username": case.reader.username,
+                "name": case.reader.display_name,
+            }
+            if case.reader
+            else None
+        ),
+        "patient": (
+            {
+                "patient_id": case.patient.patient_id,
+                "issuer": case.patient.issuer,
+                "name": case.patient.name,
+                "sex": case.patient.sex,
+                "birth_date": case.patient.birth_date,
+            }
+            if case.patient
+            else None
+        ),
+        "study_instance_uids": [s.study_uid for s in case.studies],
+        "modalities": sorted({m for s in case.studies for m in s.modalities.split("\\") if m}),
+        "arrived_at": case.arrived_at.isoformat(),
+    }
+
+
+def list_cases(
+    db: Database,
+    principal: Principal,
+    remote: str,
+    limit: int = 50,
+    offset: int = 0,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    with db.session() as session:
+        query = select(Case).where(visible_to(principal))
+        if status:
+            query = query.where(Case.status == status)
+        query = query.order_by(Case.arrived_at.desc(), Case.id.desc()).limit(limit).offset(offset)
+        cases = list(session.scalars(query.options(selectinload(Case.studies))))
+        audit.record(
+            session,
+            principal.user_id,
+            "list",
+            "case",
+            remote=remote,
+            case_ids=[c.id for c in cases],
+        )
+        return [summary(c) for c in cases]
+
+
+def detail(db: Database, principal: Principal, case_id: int, remote: str) -> dict[str, Any]:
+    with db.session() as session:
+        case = _load_visible(session, principal, case_id)
+        audit.record(session, principal.user_id, "read", "case", case.id, remote=remote)
+        data = summary(case)
+        data["clinical_question"] = case.clinical_question
+        data["studies"] = [
+            {
+                "study_instance_uid": s.study_uid,
+                "accession_number": s.accession_number,
+                "study_date": s.study_date,
+                "description": s.description,
+                "modalities": [m for m in s.modalities.split("\\") if m],
+                "instance_count": s.instance_count,
+                "completed_at": s.completed_at.isoformat() if s.completed_at else None,
+                "series": [
+                    {
+                        "series_instance_uid": se.series_uid,
+                        "modality": se.modality,
+                        "series_number": se.series_number,
+                        "description": se.description,
+                        "body_part": se.body_part,
+                        "instance_count": se.instance_count,
+                    }
+                    for se in s.series
+                ],
+            }
+            for s in case.studies
+        ]
+        data["reports"] = [
+            {
+                "version": r.version,
+                "status": r.status,
+                "text": r.text,
+                "author": {
+                    "id": r.author.id,
+                    "username": r.author.username,
+                    "name": r.author.display_name,
+                },
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in case.reports
+        ]
+        data["timeline"] = [
+            {"at": e.at.isoformat(), "kind": e.kind, "actor_id": e.actor_id, "detail": e.detail}
+            for e in case.events
+        ]
+        data["tat"] = tat.compute(case.events)
+        return data
+
+
+def claim(db: Database, principal: Principal, case_id: int, remote: str) -> dict[str, Any]:
+    """Take a routed case for oneself. A single conditional UPDATE, so two readers racing for
+    the same case cannot both win, on SQLite or PostgreSQL."""
+    if principal.role != Role.READER.value:
+        raise Forbidden("only readers claim cases", "not_a_reader")
+    with db.session() as session:
+        case = _load_visible(session, principal, case_id)
+        if case.reader_id == principal.user_id and case.status in OPEN_FOR_READING:
+            return summary(case)  # claiming again is harmless
+        won = session.execute(
+            update(Case)
+            .where(
+                Case.id == case_id,
+                Case.status == CaseStatus.ROUTED.value,
+                Case.reader_id.is_(None),
+                Case.centre_id == principal.centre_id,
+            )
+            .values(
+                reader_id=principal.user_id, status=CaseStatus.CLAIMED.value, updated_at=utcnow()
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if won != 1:
+            if case.reader_id is not None:
+                raise Conflict(f"case {case_id} is already claimed", "already_claimed")
+            raise Conflict(
+                f"case {case_id} is {case.status}, not waiting on a worklist", "not_claimable"
+            )
+        timeline.record(session, case_id, timeline.Event.CLAIMED, actor_id=principal.user_id)
+        audit.record(session, principal.user_id, "claim", "case", case_id, remote=remote)
+        session.expire(case)
+        return summary(session.get_one(Case, case_id))

@@ -1,0 +1,145 @@
+"""Settings: one object, from an optional TOML file overlaid by ``TELEHUB_*`` variables.
+
+The defaults are the embedded mode (SQLite, a folder of objects, a broker in the data folder),
+so ``telehub serve`` runs on a fresh machine; the scaled mode differs only in these values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TELEHUB_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the hub cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path = Path("telehub-data")
+    database_url: str = ""  # default: SQLite inside the data folder
+    storage_url: str = ""  # default: the "objects" folder inside the data folder
+    broker_url: str = ""  # default: a filesystem broker inside the data folder
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    ae_title: str = "TELEHUB"
+    token_ttl_seconds: int = 12 * 3600
+    #: How long a dispatched outbox message may stay unfinished before it is sent again.
+    outbox_redeliver_seconds: float = 60.0
+    #: Run a Celery worker as a child of ``telehub serve``; None means "when the broker is local".
+    embedded_worker: bool | None = None
+    worker_concurrency: int = 2
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    # ----- derived values -------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data / 'telehub.sqlite3').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or str((self.data / "objects").resolve())
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_is_local(self) -> bool:
+        return self.resolved_broker_url.startswith(("filesystem://", "memory://"))
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data / "broker").resolve()
+
+    @property
+    def run_embedded_worker(self) -> bool:
+        if self.embedded_worker is None:
+            return self.broker_is_local
+        return self.embedded_worker
+
+    # ----- loading --------------------------------------------------------------------
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from the TOML file (or ``TELEHUB_CONFIG``), then the environment."""
+        values: dict[str, Any] = {}
+        path = config_file or os.environ.get(ENV_PREFIX + "CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    values.update(tomllib.load(fh).get("telehub", {}))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for f in dataclasses.fields(cls):
+            env = os.environ.get(ENV_PREFIX + f.name.upper())
+            if env is not None and f.name != "extra":
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._coerce(values)
+
+    @classmethod
+    def _coerce(cls, values: dict[str, Any]) -> Settings:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in known:
+                extra[key] = raw
+                continue
+            default = known[key].default
+            try:
+                kwargs[key] = _convert(raw, default, key)
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{key.upper()}: {exc}") from exc
+        settings = cls(**kwargs, extra=extra)
+        if not (0 < settings.http_port < 65536 and 0 < settings.dicom_port < 65536):
+            raise ConfigError("ports must be between 1 and 65535")
+        if not (0 < len(settings.ae_title) <= 16):
+            raise ConfigError("ae_title must be 1 to 16 characters")
+        return settings
+
+    def as_environment(self) -> dict[str, str]:
+        """The settings as ``TELEHUB_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None:
+                continue
+            env[ENV_PREFIX + f.name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return env
+
+
+def _convert(raw: Any, default: Any, key: str) -> Any:
+    if key == "data":
+        return Path(raw)
+    if key == "embedded_worker":
+        return None if raw in (None, "", "auto") else _to_bool(raw)
+    if isinstance(default, bool):
+        return _to_bool(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return str(raw)
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")

@@ -1,0 +1,335 @@
+"""The domain as the consortium speaks of it: facilities, reading centres, users, patients,
+cases with their studies, reports and timeline, plus the outbox, tokens and the audit trail.
+
+Enumerations are stored as short strings (portable between SQLite and PostgreSQL, readable in
+psql); the allowed values live in the ``enum.StrEnum`` classes below.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from telehub.db.types import UTCDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tier(enum.StrEnum):
+    VILLAGE = "village"
+    TOWNSHIP = "township"
+    COUNTY = "county"
+    TERTIARY = "tertiary"
+
+
+class Service(enum.StrEnum):
+    """What a reading centre reads."""
+
+    IMAGING = "imaging"
+    ECG = "ecg"
+
+
+class Role(enum.StrEnum):
+    CLINIC = "clinic"
+    READER = "reader"
+    ADMIN = "admin"
+
+
+class CaseKind(enum.StrEnum):
+    IMAGING = "imaging"
+    ECG = "ecg"
+    CONSULTATION = "consultation"
+
+
+class Priority(enum.StrEnum):
+    STAT = "stat"
+    URGENT = "urgent"
+    ROUTINE = "routine"
+
+
+#: Sort order of priorities on a worklist (lower first).
+PRIORITY_RANK = {Priority.STAT: 0, Priority.URGENT: 1, Priority.ROUTINE: 2}
+
+
+class CaseStatus(enum.StrEnum):
+    RECEIVING = "receiving"  # instances arriving, study not yet complete
+    COMPLETE = "complete"  # study complete, waiting for routing
+    ROUTED = "routed"  # on a reading centre's worklist
+    UNROUTABLE = "unroutable"  # no reading centre covers it; an admin must act
+    CLAIMED = "claimed"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+
+
+class ReportStatus(enum.StrEnum):
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+
+
+def _check(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=column)
+
+
+class Facility(Base):
+    __tablename__ = "facilities"
+    __table_args__ = (_check("tier", Tier),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(16))
+    #: The lead hospital responsible for this facility in the consortium grid.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
+    #: Calling AE title its modalities use; unique across the consortium.
+    ae_title: Mapped[str | None] = mapped_column(String(16), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReadingCentre(Base):
+    __tablename__ = "reading_centres"
+    __table_args__ = (UniqueConstraint("facility_id", "service"), _check("service", Service))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    service: Mapped[str] = mapped_column(String(16))
+
+    facility: Mapped[Facility] = relationship()
+
+
+class ReadingLink(Base):
+    """Which reading centre reads for which facility (and, optionally, only one modality)."""
+
+    __tablename__ = "reading_links"
+    __table_args__ = (UniqueConstraint("origin_facility_id", "centre_id", "modality"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    origin_facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"), index=True)
+    centre_id: Mapped[int] = mapped_column(ForeignKey("reading_centres.id"))
+    #: A DICOM modality code (CT, MR, ...) or NULL for every modality the centre reads.
+    modality: Mapped[str | None] = mapped_column(String(16))
+
+    centre: Mapped[ReadingCentre] = relationship()
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (_check("role", Role),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    #: For readers: the reading centre whose worklist they work from.
+    centre_id: Mapped[int | None] = mapped_column(ForeignKey("reading_centres.id"))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token; only its SHA-256 is kept, so a database leak yields no usable token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
+class Patient(Base):
+    """A patient as identified by (issuer, patient ID); the issuer defaults to the origin."""
+
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("issuer", "patient_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (
+        _check("kind", CaseKind),
+        _check("priority", Priority),
+        _check("status", CaseStatus),
+        Index("ix_cases_centre_worklist", "centre_id", "status", "priority_rank", "arrived_at"),
+        Index("ix_cases_origin", "origin_facility_id", "arrived_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    origin_facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.ROUTINE.value)
+    #: PRIORITY_RANK of ``priority``, kept beside it so the worklist index can sort on it.
+    priority_rank: Mapped[int] = mapped_column(Integer, default=PRIORITY_RANK[Priority.ROUTINE])
+    status: Mapped[str] = mapped_column(String(16), default=CaseStatus.RECEIVING.value)
+    centre_id: Mapped[int | None] = mapped_column(ForeignKey("reading_centres.id"))
+    reader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    clinical_question: Mapped[str] = mapped_column(Text, default="")
+    #: When the first piece of the case (first DICOM instance, ECG upload) arrived.
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    origin: Mapped[Facility] = relationship()
+    patient: Mapped[Patient | None] = relationship()
+    centre: Mapped[ReadingCentre | None] = relationship()
+    reader: Mapped[User | None] = relationship()
+    studies: Mapped[list[Study]] = relationship(back_populates="case", order_by="Study.id")
+    reports: Mapped[list[Report]] = relationship(order_by="Report.version")
+    events: Mapped[list[CaseEvent]] = relationship(order_by="CaseEvent.id")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    description: Mapped[str] = mapped_column(String(200), default="")
+    #: Backslash-separated modalities in the study, as DICOM's ModalitiesInStudy.
+    modalities: Mapped[str] = mapped_column(String(64), default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    case: Mapped[Case] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(order_by="Series.id")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: How it came: "dimse:<calling AE>" or "stow:<username>".
+    source: Mapped[str] = mapped_column(String(80), default="")
+
+
+class Report(Base):
+    """One immutable version of a case's report; a new version is a new row."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("case_id", "version"), _check("status", ReportStatus))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    author: Mapped[User] = relationship()
+
+
+class CaseEvent(Base):
+    """The case timeline: append-only, the single source of truth for turnaround times."""
+
+    __tablename__ = "case_events"
+    __table_args__ = (Index("ix_case_events_case_kind", "case_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class OutboxMessage(Base):
+    """Work that must reach a Celery worker; written in the same transaction as its cause.
+
+    A relay publishes rows whose ``due_at`` has passed; the task marks ``done_at``. A row that
+    was published but never finished (broker lost it, worker died) is published again.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "done_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(100))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """Append-only record of who read or changed patient data, when and from where."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_resource", "resource_type", "resource_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(40))
+    resource_type: Mapped[str] = mapped_column(String(40))
+    resource_id: Mapped[str] = mapped_column(String(80), default="")
+    remote: Mapped[str] = mapped_column(String(80), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

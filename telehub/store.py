@@ -1,0 +1,296 @@
+"""Object store: one small interface, two backends (a local folder, S3 through ``minio``).
+
+A ``put_*`` call returns only when the object is complete and durable: fsync and atomic rename on
+disk, a completed PUT on S3. Keys are built by the hub (see :func:`instance_key`), never taken
+from input, so they are checked here only as a guard against our own mistakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
+CHUNK = 1024 * 1024
+
+
+class StoreError(RuntimeError):
+    """The object store could not complete an operation (the caller must not report success)."""
+
+
+class ObjectNotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a completed write reports: the object's size and SHA-256."""
+
+    size: int
+    sha256: str
+
+
+class ObjectStore(Protocol):
+    def put_file(self, key: str, path: Path) -> Stored:
+        """Store the file's bytes under ``key``; returns once they are durable."""
+
+    def put_bytes(self, key: str, data: bytes) -> Stored: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A readable stream of the object (the caller closes it)."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def check(self) -> None:
+        """Raise StoreError when the store cannot be reached (readiness)."""
+
+
+def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """Where an instance lives; UIDs are validated at the edge, the hash spreads prefixes."""
+    shard = hashlib.sha1(study_uid.encode()).hexdigest()[:2]
+    return f"dicom/{shard}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+def _check_key(key: str) -> str:
+    if not _KEY_RE.match(key) or ".." in key.split("/"):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+class FilesystemStore:
+    """Objects as files below a root folder; durable by fsync of file and folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def _commit(self, tmp_name: str, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_name, target)
+        _fsync_dir(target.parent)
+
+    def put_file(self, key: str, path: Path) -> Stored:
+        with open(path, "rb") as src:
+            return self._put(key, src)
+
+    def put_bytes(self, key: str, data: bytes) -> Stored:
+        return self._put(key, io.BytesIO(data))
+
+    def _put(self, key: str, src: BinaryIO) -> Stored:
+        _check_key(key)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                reader = _HashingReader(src)
+                shutil.copyfileobj(reader, out, CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            self._commit(tmp_name, key)
+        except OSError as exc:
+            _unlink_quietly(tmp_name)
+            raise StoreError(f"cannot store {key}: {exc}") from exc
+        return reader.stored()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        _unlink_quietly(self._path(key))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if d != ".tmp")
+            for name in sorted(filenames):
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"object folder {self.root} is not writable")
+
+
+class S3Store:
+    """Objects in an S3 bucket (MinIO in production, any S3 endpoint) through ``minio``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool = False,
+        region: str | None = None,
+    ) -> None:
+        from minio import Minio
+
+        self.bucket = bucket
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+        )
+
+    def ensure_bucket(self) -> None:
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except Exception as exc:  # minio raises several unrelated types
+            raise StoreError(f"cannot reach bucket {self.bucket}: {exc}") from exc
+
+    def put_file(self, key: str, path: Path) -> Stored:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as fh:
+            return self._put(key, fh, size)
+
+    def put_bytes(self, key: str, data: bytes) -> Stored:
+        return self._put(key, io.BytesIO(data), len(data))
+
+    def _put(self, key: str, stream: BinaryIO, size: int) -> Stored:
+        reader = _HashingReader(stream)
+        try:
+            # Parts of 16 MiB keep memory bounded for large objects.
+            self.client.put_object(self.bucket, _check_key(key), reader, size, part_size=16 * CHUNK)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot store {key}: {exc}") from exc
+        return reader.stored()
+
+    def open(self, key: str) -> BinaryIO:
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, _check_key(key))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFound(key) from exc
+            raise StoreError(f"cannot read {key}: {exc}") from exc
+        except Exception as exc:
+            raise StoreError(f"cannot read {key}: {exc}") from exc
+        return _S3Stream(response)
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, _check_key(key))
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise StoreError(f"cannot stat {key}: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.remove_object(self.bucket, _check_key(key))
+        except Exception as exc:
+            raise StoreError(f"cannot delete {key}: {exc}") from exc
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            yield obj.object_name
+
+    def check(self) -> None:
+        self.ensure_bucket()
+
+
+class _HashingReader:
+    """Wraps a binary stream and hashes what is read through it."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n)
+        self._hash.update(data)
+        self._size += len(data)
+        return data
+
+    def stored(self) -> Stored:
+        return Stored(self._size, self._hash.hexdigest())
+
+
+class _S3Stream(io.RawIOBase):
+    """A file-like view of a minio response that releases the connection on close."""
+
+    def __init__(self, response) -> None:  # type: ignore[no-untyped-def]
+        self._response = response
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._response.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+            self._response.release_conn()
+        super().close()
+
+
+def open_store(url: str) -> ObjectStore:
+    """``/path`` or ``file:///path`` for a folder; ``s3://KEY:SECRET@host:port/bucket?secure=false``."""
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        return FilesystemStore(unquote(parts.path) if parts.scheme else url)
+    if parts.scheme in ("s3", "minio"):
+        query = parse_qs(parts.query)
+        bucket = parts.path.strip("/")
+        if not bucket or not parts.hostname:
+            raise ValueError(
+                "S3 storage URL needs a host and a bucket: s3://KEY:SECRET@host/bucket"
+            )
+        endpoint = parts.hostname + (f":{parts.port}" if parts.port else "")
+        store = S3Store(
+            endpoint=endpoint,
+            bucket=bucket,
+            access_key=unquote(parts.username or os.environ.get("TELEHUB_S3_ACCESS_KEY", "")),
+            secret_key=unquote(parts.password or os.environ.get("TELEHUB_S3_SECRET_KEY", "")),
+            secure=query.get("secure", ["false"])[0].lower() in ("1", "true", "yes"),
+            region=query.get("region", [None])[0],
+        )
+        return store
+    raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
