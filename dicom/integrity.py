@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
-from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 UNDEFINED = 0xFFFFFFFF
 

@@ -49,6 +49,7 @@ from pynetdicom.status import (
     STORAGE_SERVICE_CLASS_STATUS,
     code_to_category,
 )
+from pynetdicom.utils import set_ae
 from tqdm import tqdm
 
 from dicom.net import NODELAY_HANDLERS
@@ -160,6 +161,7 @@ def send_paths(
     start = time.monotonic()
     result = SendResult()
 
+    set_ae(called_aet, "called_aet", False, False)  # fail before scanning, not after
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = TIMEOUT_S
     ae.dimse_timeout = TIMEOUT_S
@@ -252,14 +254,14 @@ def _inspect(path: Path) -> _Instance | Refused:
 
 def _looks_like_raw_dataset(path: Path) -> bool:
     """Cheap guard before ``dcmread(force=True)``, which would happily parse any file
-    (and may read a huge non-DICOM file into memory): a raw little-endian dataset starts
-    with a group 0x0002 or 0x0008 tag."""
+    (and may read a huge non-DICOM file into memory): a raw dataset starts with a group
+    0x0002 or 0x0008 tag, little- or big-endian."""
     try:
         with path.open("rb") as fp:
             head = fp.read(4)
     except OSError:
         return False
-    return len(head) == 4 and head[:2] in (b"\x02\x00", b"\x08\x00")
+    return len(head) == 4 and head[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
 def _dataset_syntax(ds: Dataset) -> UID:

@@ -114,6 +114,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "extra" or value is None:
                 continue
+            if f.name == "data":
+                value = Path(value).resolve()
             env[ENV_PREFIX + f.name.upper()] = (
                 str(value).lower() if isinstance(value, bool) else str(value)
             )

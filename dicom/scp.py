@@ -1,0 +1,207 @@
+"""The DICOM receiver: a pynetdicom AE with C-ECHO and C-STORE.
+
+One handler per DIMSE event, state in plain objects (pynetdicom's own design): a
+:class:`Receiver` holds the services, an :class:`AssociationState` what one association stored.
+Received data sets are streamed by pynetdicom into a temporary Part 10 file (bounded memory),
+checked, stored as received, indexed, and only then acknowledged with 0x0000.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom.integrity import MalformedDataset, check_structure
+from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, read_instance_meta
+from dicom.net import NODELAY_HANDLERS
+from telehub import ingest
+from telehub.facilities import FacilityDirectory
+from telehub.services import Services
+from telehub.store import StoreError
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
+NOT_AUTHORISED = 0x0124
+
+# Stream every received data set to a temporary file instead of memory.
+_config.STORE_RECV_CHUNKED_DATASET = True
+
+
+class TelehubAE(AE):
+    """An AE whose accepted calling AE titles are the consortium's facilities, read live from
+    the database (cached for seconds), so unknown callers get A-ASSOCIATE-RJ
+    "calling AE title not recognised" and new facilities need no restart."""
+
+    def __init__(self, ae_title: str, directory: FacilityDirectory) -> None:
+        super().__init__(ae_title)
+        self._directory = directory
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        # An empty list would mean "accept anyone" to pynetdicom; with no facility known,
+        # a title no peer can send keeps everyone out.
+        return self._directory.ae_titles() or ["\x00"]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, _value: list[str]) -> None:
+        raise AttributeError("calling AE titles come from the facilities table")
+
+
+@dataclass
+class AssociationState:
+    calling_aet: str
+    facility_id: int
+    studies: set[str] = field(default_factory=set)
+    stored: int = 0
+    failed: int = 0
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+class Receiver:
+    """Handlers for one running SCP; ``on_studies_complete`` is told when work is queued."""
+
+    def __init__(
+        self,
+        services: Services,
+        directory: FacilityDirectory,
+        on_studies_complete: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        self.services = services
+        self.directory = directory
+        self.on_studies_complete = on_studies_complete
+        self._states: dict[int, AssociationState] = {}
+        self._lock = threading.Lock()
+
+    # ----- per-association state --------------------------------------------------------
+    def _state(self, assoc: Association) -> AssociationState | None:
+        with self._lock:
+            state = self._states.get(id(assoc))
+            if state is None:
+                aet = assoc.requestor.ae_title.strip()
+                facility_id = self.directory.facility_for_ae(aet)
+                if facility_id is None:
+                    return None
+                state = self._states[id(assoc)] = AssociationState(aet, facility_id)
+            return state
+
+    def _pop(self, assoc: Association) -> AssociationState | None:
+        with self._lock:
+            return self._states.pop(id(assoc), None)
+
+    # ----- handlers ---------------------------------------------------------------------
+    def handle_echo(self, event: Event) -> int:
+        return SUCCESS
+
+    def handle_store(self, event: Event) -> int | Dataset:
+        state = self._state(event.assoc)
+        if state is None:  # the facility was removed while the association was open
+            return _status(NOT_AUTHORISED, "calling AE title no longer registered")
+        request = event.request
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_uid = str(request.AffectedSOPInstanceUID)
+        path = event.dataset_path
+        try:
+            check_structure(path)
+            meta = read_instance_meta(path, sop_class, sop_uid)
+            outcome = ingest.store_instance(
+                self.services.db,
+                self.services.store,
+                state.facility_id,
+                meta,
+                path,
+                source=f"dimse:{state.calling_aet}",
+            )
+        except MalformedDataset as exc:
+            return self._refuse(state, sop_uid, CANNOT_UNDERSTAND, str(exc))
+        except InvalidInstance as exc:
+            return self._refuse(state, sop_uid, exc.status, str(exc))
+        except StoreError as exc:
+            log.error("object store failed for %s: %s", sop_uid, exc)
+            return self._refuse(state, sop_uid, OUT_OF_RESOURCES, "object store unavailable")
+        except Exception:
+            log.exception("could not store %s from %s", sop_uid, state.calling_aet)
+            return self._refuse(state, sop_uid, PROCESSING_FAILURE, "could not index instance")
+        state.stored += 1
+        if not outcome.duplicate:
+            state.studies.add(meta.study_uid)
+        return SUCCESS
+
+    def _refuse(self, state: AssociationState, sop_uid: str, code: int, why: str) -> Dataset:
+        state.failed += 1
+        log.warning("refused %s from %s: 0x%04X %s", sop_uid, state.calling_aet, code, why)
+        return _status(code, why)
+
+    def handle_end(self, event: Event) -> None:
+        """Association released or aborted: what was acknowledged is stored, so its studies
+        are complete either way (a later association can still add to them)."""
+        state = self._pop(event.assoc)
+        if state is None or not state.studies:
+            return
+        reason = "association released" if event.event is evt.EVT_RELEASED else "association aborted"
+        try:
+            cases = ingest.complete_studies(self.services.db, state.studies, reason)
+        except Exception:
+            log.exception("could not mark studies complete: %s", sorted(state.studies))
+            return
+        log.info("%s: %d stored, %d refused, %d case(s) ready for routing",
+                 state.calling_aet, state.stored, state.failed, len(cases))
+        if cases and self.on_studies_complete:
+            self.on_studies_complete(cases)
+
+    def handlers(self) -> list[tuple[evt.EventType, Callable[..., object]]]:
+        return [
+            *NODELAY_HANDLERS,
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_RELEASED, self.handle_end),
+            (evt.EVT_ABORTED, self.handle_end),
+        ]
+
+
+def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
+    ae = TelehubAE(ae_title, directory)
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.maximum_associations = 64
+    ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.network_timeout = 120
+    return ae
+
+
+def start_scp(
+    services: Services,
+    on_studies_complete: Callable[[list[int]], None] | None = None,
+) -> ThreadedAssociationServer:
+    """Start listening in background threads; stop with ``server.shutdown()``."""
+    settings = services.settings
+    directory = FacilityDirectory(services.db)
+    receiver = Receiver(services, directory, on_studies_complete)
+    ae = build_ae(settings.ae_title, directory)
+    server = ae.start_server(
+        (settings.dicom_host, settings.dicom_port), block=False, evt_handlers=receiver.handlers()
+    )
+    log.info("DICOM SCP %s listening on %s:%s", settings.ae_title, settings.dicom_host,
+             settings.dicom_port)
+    return server

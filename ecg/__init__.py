@@ -1,0 +1,1 @@
+"""ECG ingest, analysis and rendering (formats in, one ECG model out)."""

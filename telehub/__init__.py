@@ -1,0 +1,1 @@
+"""telehub: a remote-diagnosis hub for medical consortia."""

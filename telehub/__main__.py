@@ -1,0 +1,3 @@
+from telehub.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""Cases: list, detail (with timeline and TAT), claim, and reports."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from telehub import cases, reports
+from telehub.api.common import int_param, json_body, path_id, principal, remote, run, services
+from telehub.db.models import CaseStatus
+from telehub.errors import Invalid
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/cases")
+async def list_cases(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in {s.value for s in CaseStatus}:
+        raise Invalid(f"unknown status {status!r}", "bad_parameter")
+    items = await run(
+        request,
+        cases.list_cases,
+        services(request).db,
+        principal(request),
+        remote(request),
+        limit=int_param(request, "limit", 50, 1, 500),
+        offset=int_param(request, "offset", 0, 0, 10_000_000),
+        status=status,
+    )
+    return web.json_response({"cases": items})
+
+
+@routes.get("/api/v1/cases/{id}")
+async def get_case(request: web.Request) -> web.Response:
+    data = await run(
+        request,
+        cases.detail,
+        services(request).db,
+        principal(request),
+        path_id(request),
+        remote(request),
+    )
+    return web.json_response(data)
+
+
+@routes.post("/api/v1/cases/{id}/claim")
+async def claim(request: web.Request) -> web.Response:
+    data = await run(
+        request,
+        cases.claim,
+        services(request).db,
+        principal(request),
+        path_id(request),
+        remote(request),
+    )
+    return web.json_response(data)
+
+
+@routes.post("/api/v1/cases/{id}/reports")
+async def add_report(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    text, status = body.get("text"), body.get("status")
+    if not isinstance(text, str) or not isinstance(status, str):
+        raise Invalid('body needs "text" and "status" strings', "bad_report")
+    data = await run(
+        request,
+        reports.add_report,
+        services(request).db,
+        principal(request),
+        path_id(request),
+        text,
+        status,
+        remote(request),
+    )
+    return web.json_response(data, status=201)

@@ -1,0 +1,79 @@
+"""What every API handler shares: the caller, the thread pool, JSON in and out."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from aiohttp import web
+
+from telehub.auth import Principal
+from telehub.errors import Invalid
+from telehub.services import Services
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SERVICES = web.AppKey("services", Services)
+PRINCIPAL_KEY = "telehub.principal"
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as reachable without a token (health checks and login only)."""
+    handler.telehub_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL_KEY]
+
+
+def remote(request: web.Request) -> str:
+    return request.remote or ""
+
+
+async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a synchronous service call in the app's thread pool (the services use blocking
+    SQLAlchemy, shared with the DICOM threads and the Celery workers)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise Invalid("expected a JSON body (Content-Type: application/json)", "not_json")
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid(f"body is not valid JSON: {exc}", "bad_json") from exc
+    if not isinstance(body, dict):
+        raise Invalid("body must be a JSON object", "bad_json")
+    return body
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int = 0, hi: int = 1000) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise Invalid(f"query parameter {name} must be an integer", "bad_parameter") from exc
+    if not lo <= value <= hi:
+        raise Invalid(f"query parameter {name} must be between {lo} and {hi}", "bad_parameter")
+    return value
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError as exc:
+        raise Invalid(f"{name} must be an integer", "bad_parameter") from exc

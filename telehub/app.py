@@ -1,0 +1,36 @@
+"""The aiohttp application factory: explicit setup, thin handlers, services injected."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from telehub.api import cases, health, openapi, session, worklist
+from telehub.api.common import SERVICES
+from telehub.api.middleware import authenticate, errors
+from telehub.services import Services
+
+MAX_JSON_BODY = 2 * 1024 * 1024
+
+
+def web_root() -> Path:
+    return Path(str(resources.files("web")))
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(web_root() / "index.html")
+
+
+index.telehub_public = True  # type: ignore[attr-defined]  # the login page itself
+
+
+def create_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_JSON_BODY)
+    app[SERVICES] = services
+    for module in (health, session, worklist, cases, openapi):
+        app.add_routes(module.routes)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", web_root(), show_index=False, follow_symlinks=False)
+    return app

@@ -1,0 +1,1 @@
+"""The browser front-end: static files served by the hub (no build step, no CDN)."""

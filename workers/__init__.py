@@ -1,0 +1,1 @@
+"""Celery workers: thin, idempotent tasks that call the telehub services."""
