@@ -48,9 +48,7 @@ def _uid(ds: Dataset, keyword: str) -> str:
     return value
 
 
-def read_instance_meta(
-    path: Path | str, sop_class_uid: str, sop_instance_uid: str
-) -> InstanceMeta:
+def read_instance_meta(path: Path | str, sop_class_uid: str, sop_instance_uid: str) -> InstanceMeta:
     """Decode the identifying attributes (text in the file's Specific Character Set).
 
     ``sop_class_uid``/``sop_instance_uid`` are the C-STORE request's Affected SOP Class and

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -156,14 +156,20 @@ class Receiver:
         state = self._pop(event.assoc)
         if state is None or not state.studies:
             return
-        reason = "association released" if event.event is evt.EVT_RELEASED else "association aborted"
+        released = event.event is evt.EVT_RELEASED
+        reason = "association released" if released else "association aborted"
         try:
             cases = ingest.complete_studies(self.services.db, state.studies, reason)
         except Exception:
             log.exception("could not mark studies complete: %s", sorted(state.studies))
             return
-        log.info("%s: %d stored, %d refused, %d case(s) ready for routing",
-                 state.calling_aet, state.stored, state.failed, len(cases))
+        log.info(
+            "%s: %d stored, %d refused, %d case(s) ready for routing",
+            state.calling_aet,
+            state.stored,
+            state.failed,
+            len(cases),
+        )
         if cases and self.on_studies_complete:
             self.on_studies_complete(cases)
 
@@ -202,6 +208,10 @@ def start_scp(
     server = ae.start_server(
         (settings.dicom_host, settings.dicom_port), block=False, evt_handlers=receiver.handlers()
     )
-    log.info("DICOM SCP %s listening on %s:%s", settings.ae_title, settings.dicom_host,
-             settings.dicom_port)
+    log.info(
+        "DICOM SCP %s listening on %s:%s",
+        settings.ae_title,
+        settings.dicom_host,
+        settings.dicom_port,
+    )
     return server
