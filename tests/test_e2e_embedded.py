@@ -1,0 +1,95 @@
+"""The foundation path, end to end, in the embedded default: a township clinic's modality
+C-STOREs a study, the county reader claims and signs it, the clinic reads the report, and the
+case's turnaround time is known."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicom.send import send_paths
+from tests.helpers import Api, Hub, dicom_file
+
+
+def run_report_path(hub: Hub) -> None:
+    """Shared by the embedded and scaled tests: send CT and MR, then the HTTP path."""
+    api: Api = hub.api
+    files = [dicom_file("CT_small.dcm"), dicom_file("MR_small.dcm")]
+    result = send_paths(files, "127.0.0.1", hub.dicom_port, "CLINIC1")
+    assert result.sent == 2, result.refused
+    study_uids = {
+        "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+        "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457",
+    }
+
+    reader = api.login("reader")
+    items = api.wait_for(
+        "/api/v1/worklist",
+        reader,
+        lambda body: (
+            [c for c in body["cases"] if set(c["study_instance_uids"]) & study_uids]
+            if len([c for c in body["cases"] if set(c["study_instance_uids"]) & study_uids]) == 2
+            else None
+        ),
+    )
+    assert {u for c in items for u in c["study_instance_uids"]} == study_uids
+    for case in items:
+        assert case["status"] == "routed"
+        assert case["priority"] == "routine"
+        assert case["origin"]["code"] == "T1"
+        assert case["arrived_at"]
+    ct_case = next(c for c in items if "CT" in c["modalities"])
+    case_id = ct_case["id"]
+
+    claimed = api.post(f"/api/v1/cases/{case_id}/claim", token=reader)
+    assert claimed.status == 200, claimed.body
+    assert claimed.body["status"] == "claimed"
+    assert claimed.body["reader"]["username"] == "reader"
+
+    prelim = api.post(
+        f"/api/v1/cases/{case_id}/reports",
+        {"text": "初步意见：未见明显异常。", "status": "preliminary"},
+        reader,
+    )
+    assert prelim.status == 201, prelim.body
+    final = api.post(
+        f"/api/v1/cases/{case_id}/reports",
+        {"text": "CT: no acute abnormality. 未见明显异常。", "status": "final"},
+        reader,
+    )
+    assert final.status == 201, final.body
+    assert final.body["version"] == 2
+
+    clinic = api.login("clinic")
+    mine = api.get("/api/v1/cases", clinic)
+    assert mine.status == 200
+    assert case_id in [c["id"] for c in mine.body["cases"]]
+    detail = api.get(f"/api/v1/cases/{case_id}", clinic)
+    assert detail.status == 200, detail.body
+    case = detail.body
+    assert case["status"] == "final"
+    assert case["reports"][-1]["status"] == "final"
+    assert "no acute abnormality" in case["reports"][-1]["text"]
+    assert case["studies"][0]["instance_count"] == 1
+    kinds = [e["kind"] for e in case["timeline"]]
+    assert kinds[:4] == ["first_instance", "study_complete", "routed", "claimed"]
+    assert kinds[-1] == "report_final"
+
+    tat = case["tat"]
+    for part in (
+        "first_instance_to_complete",
+        "complete_to_routed",
+        "routed_to_claimed",
+        "claimed_to_final",
+        "complete_to_final",
+    ):
+        assert tat[part] is not None and tat[part] >= 0, tat
+    parts = tat["complete_to_routed"] + tat["routed_to_claimed"] + tat["claimed_to_final"]
+    assert parts == pytest.approx(tat["complete_to_final"], abs=0.005)
+
+    # The MR case is still open on the worklist; the finished CT case left it.
+    left = api.get("/api/v1/worklist", reader).body["cases"]
+    assert case_id not in [c["id"] for c in left]
+
+
+def test_clinic_send_to_signed_report_embedded(embedded_hub: Hub) -> None:
+    run_report_path(embedded_hub)
