@@ -6,6 +6,7 @@ the test is skipped on a developer's machine, and fails under CI=true.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -90,3 +91,16 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(f"127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    from kombu import Connection
+
+    url = os.environ.get("TELEHUB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        need_service("RabbitMQ", str(exc))
+    return url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -229,3 +230,14 @@ class S3Server:
         from minio import Minio
 
         return Minio(self.endpoint, self.access_key, self.secret_key, secure=False)
+
+
+def dataset_bytes(part10: bytes) -> bytes:
+    """The encoded data set of a Part 10 file, without preamble and file meta: what a C-STORE
+    carries, so "stored as received" compares these bytes."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(part10)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)
+    return part10[fp.tell() :]
