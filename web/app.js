@@ -200,7 +200,16 @@ function render() {
   if (route.name === "worklist") worklistView(main, state.generation);
   else if (route.name === "cases") casesView(main, state.generation, user);
   else if (route.name === "case") caseView(main, state.generation, user, route.id);
-  else main.append(h("h1", null, t("app.name")), notice(t("notFound")));
+  else main.append(h("h1", { tabindex: "-1" }, t("app.name")), notice(t("notFound")));
+  focusHeading(main);
+}
+
+/** After a page change, move focus to the page heading unless the user is focused elsewhere. */
+function focusHeading(container) {
+  const active = document.activeElement;
+  if (active && active !== document.body && root.contains(active)) return;
+  const heading = container.querySelector("h1");
+  if (heading) heading.focus({ preventScroll: true });
 }
 
 function current(generation) {
@@ -225,6 +234,8 @@ function langButton() {
       onclick: () => {
         setLang(otherLang());
         render();
+        const again = root.querySelector(".lang-switch");
+        if (again) again.focus();
       },
     },
     t("lang.switch"),
@@ -377,8 +388,9 @@ function caseTable(caption, columns, cases) {
 }
 
 function arrivedCell(c) {
-  return [h("time", { datetime: c.arrived_at }, formatDateTime(c.arrived_at, { seconds: false })),
-    h("span", { class: "muted small block" }, formatAgo(c.arrived_at))];
+  return h("span", null,
+    h("time", { datetime: c.arrived_at }, formatDateTime(c.arrived_at, { seconds: false })),
+    h("span", { class: "muted small block" }, formatAgo(c.arrived_at)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,8 +514,7 @@ function caseView(main, generation, user, id) {
       const c = await api("GET", `/cases/${id}`);
       if (!current(generation)) return;
       body.replaceChildren(...caseDetail(c, user, load));
-      const heading = body.querySelector("h1");
-      if (heading) heading.focus({ preventScroll: true });
+      focusHeading(body);
     } catch (err) {
       if (err instanceof SessionEnded || !current(generation)) return;
       body.replaceChildren(h("h1", null, t("case.title", { id })), errorBox(err));

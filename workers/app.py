@@ -47,6 +47,10 @@ def configure(settings: Settings) -> Celery:
         }
         conf["worker_enable_remote_control"] = False
     app.conf.update(conf)
+    # Drop connections made under an earlier configuration, so a second configure() (tests,
+    # an embedding program) really switches brokers.
+    app._pool = None
+    app.amqp._producer_pool = None
     return app
 
 
