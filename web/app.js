@@ -46,6 +46,12 @@ function h(tag, props, ...children) {
   return node;
 }
 
+/** Replace a node's children (null/false children are skipped, strings become text). */
+function fill(node, ...children) {
+  node.replaceChildren();
+  return append(node, children);
+}
+
 function append(node, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
@@ -156,6 +162,7 @@ const state = {
   loginMessage: null,
   lastList: null, // "#/worklist" or "#/cases", for the case view's back link
   drafts: new Map(), // case id -> unsaved report text (survives a language switch)
+  cache: new Map(), // last data per view, shown at once on a re-render (language switch, back)
   flash: null, // one-shot notice for the next case view render
 };
 
@@ -219,6 +226,8 @@ function current(generation) {
 function endSession(message) {
   stopTimer();
   session.clear();
+  state.cache.clear(); // never show one user's data to the next
+  state.flash = null;
   state.loginMessage = message || null;
   render();
 }
@@ -416,22 +425,27 @@ function worklistView(main, generation) {
     { title: t("col.status"), cell: (c) => statusBadge(c.status) },
   ];
 
+  function show({ cases, at }) {
+    fill(body, cases.length
+      ? caseTable(t("worklist.caption"), columns, cases)
+      : h("p", { class: "empty" }, t("worklist.empty")));
+    status.textContent = t("worklist.updated", { time: formatTime(at) });
+  }
+
   async function load() {
     try {
       const data = await api("GET", "/worklist");
       if (!current(generation)) return;
-      body.replaceChildren(
-        data.cases.length
-          ? caseTable(t("worklist.caption"), columns, data.cases)
-          : h("p", { class: "empty" }, t("worklist.empty")),
-      );
-      status.textContent = t("worklist.updated", { time: formatTime(new Date()) });
+      const entry = { cases: data.cases, at: new Date() };
+      state.cache.set("worklist", entry);
+      show(entry);
     } catch (err) {
       if (err instanceof SessionEnded || !current(generation)) return;
-      body.replaceChildren(errorBox(err));
+      fill(body, errorBox(err));
     }
     if (current(generation)) state.timer = setTimeout(load, WORKLIST_REFRESH_MS);
   }
+  if (state.cache.has("worklist")) show(state.cache.get("worklist"));
   load();
 }
 
@@ -453,7 +467,7 @@ function casesView(main, generation, user) {
   });
   const refresh = h("button", { type: "button", class: "btn btn-secondary", onclick: () => load() },
     t("cases.refresh"));
-  const body = h("div", { "aria-live": "polite" }, h("p", { class: "muted" }, t("loading")));
+  const body = h("div", null, h("p", { class: "muted" }, t("loading")));
   main.append(
     h("div", { class: "page-head" },
       h("h1", { tabindex: "-1" }, user.role === "clinic" ? t("cases.titleClinic") : t("cases.title")),
@@ -479,24 +493,30 @@ function casesView(main, generation, user) {
     },
   ];
 
+  function show(cases) {
+    fill(body,
+      cases.length ? caseTable(t("cases.caption"), columns, cases) : h("p", { class: "empty" }, t("cases.empty")),
+      cases.length >= CASES_LIMIT ? h("p", { class: "muted small" }, t("cases.limited", { n: CASES_LIMIT })) : null);
+  }
+
   async function load() {
+    const key = `cases:${casesFilter}`;
     const query = new URLSearchParams({ limit: String(CASES_LIMIT) });
     if (casesFilter) query.set("status", casesFilter);
     refresh.disabled = true;
     try {
       const data = await api("GET", `/cases?${query}`);
-      if (!current(generation)) return;
-      body.replaceChildren(
-        data.cases.length ? caseTable(t("cases.caption"), columns, data.cases) : h("p", { class: "empty" }, t("cases.empty")),
-        data.cases.length >= CASES_LIMIT ? h("p", { class: "muted small" }, t("cases.limited", { n: CASES_LIMIT })) : null,
-      );
+      if (!current(generation) || key !== `cases:${casesFilter}`) return;
+      state.cache.set(key, data.cases);
+      show(data.cases);
     } catch (err) {
       if (err instanceof SessionEnded || !current(generation)) return;
-      body.replaceChildren(errorBox(err));
+      fill(body, errorBox(err));
     } finally {
       refresh.disabled = false;
     }
   }
+  if (state.cache.has(`cases:${casesFilter}`)) show(state.cache.get(`cases:${casesFilter}`));
   load();
 }
 
@@ -508,17 +528,26 @@ function caseView(main, generation, user, id) {
     h("span", { "aria-hidden": "true" }, "← "), t("case.back"));
   const body = h("div", null, h("p", { class: "muted" }, t("loading")));
   main.append(back, body);
+  const key = `case:${id}`;
 
   async function load() {
     try {
       const c = await api("GET", `/cases/${id}`);
       if (!current(generation)) return;
-      body.replaceChildren(...caseDetail(c, user, load));
+      state.cache.set(key, c);
+      const flash = state.flash && state.flash.id === id ? state.flash : null;
+      state.flash = null;
+      fill(body, caseDetail(c, user, load, flash));
       focusHeading(body);
     } catch (err) {
       if (err instanceof SessionEnded || !current(generation)) return;
-      body.replaceChildren(h("h1", null, t("case.title", { id })), errorBox(err));
+      fill(body, h("h1", { tabindex: "-1" }, t("case.title", { id })), errorBox(err));
+      focusHeading(body);
     }
+  }
+  if (state.cache.has(key)) {
+    fill(body, caseDetail(state.cache.get(key), user, load, null));
+    focusHeading(body);
   }
   load();
 }
@@ -534,10 +563,8 @@ function section(titleKey, ...content) {
   return h("section", { class: "card", "aria-labelledby": id }, h("h2", { id }, t(titleKey)), content);
 }
 
-function caseDetail(c, user, reload) {
+function caseDetail(c, user, reload, flash) {
   const p = c.patient;
-  const flash = state.flash && state.flash.id === c.id ? state.flash : null;
-  state.flash = null;
   const head = h("div", { class: "case-head" },
     h("h1", { tabindex: "-1" }, t("case.title", { id: c.id })),
     h("div", { class: "badges" }, priorityBadge(c.priority), statusBadge(c.status),
@@ -561,7 +588,7 @@ function caseDetail(c, user, reload) {
     head,
     flash && !flash.inPanel ? notice(flash.text, "success") : null,
     h("div", { class: "case-grid" }, h("div", { class: "col-main" }, left), h("div", { class: "col-side" }, right)),
-  ].filter(Boolean);
+  ];
 }
 
 /** Claim button or report editor, only for readers and only when it applies. */

@@ -102,7 +102,7 @@ const en = {
   "study.date": "Study date",
   "study.accession": "Accession no.",
   "study.completedAt": "Received completely",
-  "study.counts": "{series} series · {images} images",
+  "study.counts": "Series: {series} · Images: {images}",
   "series.caption": "Series of this study",
   "series.number": "No.",
   "series.modality": "Modality",
