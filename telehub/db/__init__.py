@@ -7,7 +7,6 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 
 class Database:
@@ -17,10 +16,14 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            # One connection per checkout: SQLite connections are cheap and WAL lets readers
-            # run beside the single writer; busy_timeout makes writers queue, not fail.
+            # WAL lets readers run beside the single writer; busy_timeout makes writers queue,
+            # not fail. Pooled connections keep the per-transaction cost low.
             self.engine: Engine = create_engine(
-                url, echo=echo, poolclass=NullPool, connect_args={"check_same_thread": False}
+                url,
+                echo=echo,
+                pool_size=8,
+                max_overflow=24,
+                connect_args={"check_same_thread": False},
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
