@@ -163,7 +163,7 @@ const state = {
   lastList: null, // "#/worklist" or "#/cases", for the case view's back link
   drafts: new Map(), // case id -> unsaved report text (survives a language switch)
   cache: new Map(), // last data per view, shown at once on a re-render (language switch, back)
-  flash: null, // one-shot notice for the next case view render
+  flash: null, // {id, node, inPanel}: one-shot message for the next render of that case
 };
 
 function parseRoute() {
@@ -418,8 +418,8 @@ function worklistView(main, generation) {
   const columns = [
     { title: t("col.priority"), cell: (c) => priorityBadge(c.priority) },
     { title: t("col.case"), cell: caseLink },
-    { title: t("col.patient"), cell: patientName, cls: "strong" },
-    { title: t("col.origin"), cell: (c) => c.origin.name },
+    { title: t("col.patient"), cell: patientName, cls: "strong wide" },
+    { title: t("col.origin"), cell: (c) => c.origin.name, cls: "wide" },
     { title: t("col.modalities"), cell: modalities },
     { title: t("col.arrived"), cell: arrivedCell },
     { title: t("col.status"), cell: (c) => statusBadge(c.status) },
@@ -478,10 +478,10 @@ function casesView(main, generation, user) {
   const columns = [
     { title: t("col.case"), cell: caseLink },
     { title: t("col.priority"), cell: (c) => priorityBadge(c.priority) },
-    { title: t("col.patient"), cell: patientName, cls: "strong" },
+    { title: t("col.patient"), cell: patientName, cls: "strong wide" },
     user.role === "clinic"
       ? { title: t("col.kind"), cell: (c) => label("kind", c.kind) }
-      : { title: t("col.origin"), cell: (c) => c.origin.name },
+      : { title: t("col.origin"), cell: (c) => c.origin.name, cls: "wide" },
     { title: t("col.modalities"), cell: modalities },
     { title: t("col.arrived"), cell: arrivedCell },
     { title: t("col.status"), cell: (c) => statusBadge(c.status) },
@@ -541,6 +541,7 @@ function caseView(main, generation, user, id) {
       focusHeading(body);
     } catch (err) {
       if (err instanceof SessionEnded || !current(generation)) return;
+      state.flash = null;
       fill(body, h("h1", { tabindex: "-1" }, t("case.title", { id })), errorBox(err));
       focusHeading(body);
     }
@@ -586,7 +587,7 @@ function caseDetail(c, user, reload, flash) {
   const right = [tatSection(c), timelineSection(c)];
   return [
     head,
-    flash && !flash.inPanel ? notice(flash.text, "success") : null,
+    flash && !flash.inPanel ? flash.node : null,
     h("div", { class: "case-grid" }, h("div", { class: "col-main" }, left), h("div", { class: "col-side" }, right)),
   ];
 }
@@ -612,10 +613,16 @@ function claimPanel(c, reload) {
     errors.replaceChildren();
     try {
       await api("POST", `/cases/${c.id}/claim`);
-      state.flash = { id: c.id, text: t("case.claimed"), inPanel: true };
+      state.flash = { id: c.id, node: notice(t("case.claimed"), "success"), inPanel: true };
       await reload();
     } catch (err) {
       if (err instanceof SessionEnded) return;
+      if (err.status === 409 || err.status === 404) {
+        // the case moved on meanwhile: show where it is now, with the reason on top
+        state.flash = { id: c.id, node: errorBox(err), inPanel: false };
+        await reload();
+        return;
+      }
       button.disabled = false;
       button.textContent = t("case.claim");
       errors.replaceChildren(errorBox(err));
@@ -629,7 +636,7 @@ function editorPanel(c, reload, flash) {
   const latest = [...(c.reports || [])].sort((a, b) => b.version - a.version)[0];
   const draft = state.drafts.has(c.id) ? state.drafts.get(c.id) : latest ? latest.text : "";
   const messages = h("div", { "aria-live": "polite" });
-  if (flash && flash.inPanel) messages.append(notice(flash.text, "success"));
+  if (flash && flash.inPanel) messages.append(flash.node);
   const text = h("textarea", { id: `report-text-${c.id}`, rows: "10", "aria-describedby": `report-hint-${c.id}` });
   text.value = draft;
   text.addEventListener("input", () => state.drafts.set(c.id, text.value));
@@ -654,7 +661,7 @@ function editorPanel(c, reload, flash) {
       state.drafts.delete(c.id);
       state.flash = {
         id: c.id,
-        text: t(status === "final" ? "editor.signed" : "editor.saved", { v: res.version }),
+        node: notice(t(status === "final" ? "editor.signed" : "editor.saved", { v: res.version }), "success"),
         inPanel: status !== "final",
       };
       await reload();
@@ -728,7 +735,7 @@ function tatSection(c) {
       h("dd", null, formatDuration(tat[part]))))));
 }
 
-const DETAIL_KEYS = ["centre", "instances", "version", "rule", "source"];
+const DETAIL_KEYS = ["centre", "instances", "version", "source"];
 
 function timelineSection(c) {
   const events = [...(c.timeline || [])].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));

@@ -326,7 +326,7 @@ const zh = {
   "err.missing_credentials": "请输入用户名和密码。",
   "err.invalid_token": "登录已失效，请重新登录。",
   "err.token_expired": "登录已过期，请重新登录。",
-  "err.already_claimed": "该病例已被其他医生认领。",
+  "err.already_claimed": "该病例已被认领。",
   "err.not_claimable": "该病例当前不可认领。",
   "err.already_final": "该病例已有终审报告。",
   "err.not_claimed": "请先认领病例再撰写报告。",

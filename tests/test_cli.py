@@ -1,0 +1,63 @@
+"""The command line as an operator uses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from telehub.db import Database
+from telehub.db.migrate import current_revision, head_revision
+from tests.helpers import Hub, dicom_file
+
+
+def telehub(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "telehub", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    done = telehub("migrate", env={"TELEHUB_DATA": str(tmp_path / "data")})
+    assert done.returncode == 0, done.stderr
+    assert f"revision {head_revision()}" in done.stdout
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'telehub.sqlite3'}")
+    assert current_revision(db) == head_revision()
+    assert {"cases", "studies", "instances", "case_events", "outbox"} <= set(
+        inspect(db.engine).get_table_names()
+    )
+    db.dispose()
+    again = telehub("migrate", env={"TELEHUB_DATA": str(tmp_path / "data")})
+    assert again.returncode == 0  # idempotent
+
+
+def test_bad_setting_is_a_usage_error(tmp_path: Path) -> None:
+    done = telehub("migrate", env={"TELEHUB_HTTP_PORT": "not-a-port"})
+    assert done.returncode == 2
+    assert "TELEHUB_HTTP_PORT" in done.stderr
+
+
+def test_send_reports_what_was_refused(embedded_hub: Hub, tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not an image")
+    done = telehub(
+        "send",
+        "--quiet",
+        "--aet",
+        "CLINIC1",
+        "--port",
+        str(embedded_hub.dicom_port),
+        str(dicom_file("MR_small.dcm")),
+        str(junk),
+    )
+    assert done.returncode == 1
+    assert "sent 1 instance(s)" in done.stdout
+    assert "notes.txt: not a DICOM file" in done.stderr
