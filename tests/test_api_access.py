@@ -139,3 +139,14 @@ def test_openapi_document_lists_the_routes(embedded_hub: Hub, tmp_path: Path) ->
         "/api/v1/cases/{id}/reports",
     ):
         assert path in spec["paths"]
+
+
+def test_front_end_is_served_by_the_hub(embedded_hub: Hub) -> None:
+    """The page and its assets come from the hub itself (no CDN) and hold no patient data."""
+    api = embedded_hub.api
+    page = api.get("/")
+    assert page.status == 200 and b"/static/app.js" in page.body
+    for asset in ("app.js", "i18n.js", "style.css"):
+        assert api.get(f"/static/{asset}").status == 200
+    assert api.get("/static/../telehub/config.py").status in (401, 403, 404)
+    assert b"http" not in page.body.replace(b"http-equiv", b"")  # nothing fetched from outside

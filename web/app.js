@@ -122,7 +122,7 @@ async function api(method, path, body) {
     data = null;
   }
   if (response.status === 401 && path !== "/auth/login") {
-    endSession(t("session.expired"));
+    endSession("session.expired");
     throw new SessionEnded();
   }
   if (!response.ok) {
@@ -159,7 +159,7 @@ const state = {
   view: null, // {name, id?}
   generation: 0, // bumps on every render; async work for an older view is dropped
   timer: null,
-  loginMessage: null,
+  loginMessage: null, // i18n key of a notice for the login form (e.g. session ended)
   lastList: null, // "#/worklist" or "#/cases", for the case view's back link
   drafts: new Map(), // case id -> unsaved report text (survives a language switch)
   cache: new Map(), // last data per view, shown at once on a re-render (language switch, back)
@@ -223,12 +223,12 @@ function current(generation) {
   return generation === state.generation;
 }
 
-function endSession(message) {
+function endSession(messageKey) {
   stopTimer();
   session.clear();
   state.cache.clear(); // never show one user's data to the next
   state.flash = null;
-  state.loginMessage = message || null;
+  state.loginMessage = messageKey || null;
   render();
 }
 
@@ -238,7 +238,6 @@ function langButton() {
     {
       type: "button",
       class: "btn btn-ghost lang-switch",
-      lang: otherLang(),
       "aria-label": t("lang.switchLabel"),
       onclick: () => {
         setLang(otherLang());
@@ -247,7 +246,7 @@ function langButton() {
         if (again) again.focus();
       },
     },
-    t("lang.switch"),
+    h("span", { lang: otherLang() }, t("lang.switch")),
   );
 }
 
@@ -257,7 +256,7 @@ function langButton() {
 function renderLogin() {
   state.view = { name: "login" };
   const errorSlot = h("div", { class: "form-errors" });
-  if (state.loginMessage) errorSlot.append(notice(state.loginMessage, "warn"));
+  if (state.loginMessage) errorSlot.append(notice(t(state.loginMessage), "warn"));
   const username = h("input", {
     id: "login-username",
     name: "username",
@@ -433,6 +432,11 @@ function worklistView(main, generation) {
   }
 
   async function load() {
+    if (document.hidden && state.cache.has("worklist")) {
+      // a background tab does not poll; it catches up when shown again
+      state.timer = setTimeout(load, WORKLIST_REFRESH_MS);
+      return;
+    }
     try {
       const data = await api("GET", "/worklist");
       if (!current(generation)) return;
