@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from telehub.api import cases, health, openapi, session, worklist
-from telehub.api.common import SERVICES
+from telehub.api.common import SERVICES, public
 from telehub.api.middleware import authenticate, errors
 from telehub.services import Services
 
@@ -19,11 +19,9 @@ def web_root() -> Path:
     return Path(str(resources.files("web")))
 
 
+@public  # the login page itself; no patient data
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(web_root() / "index.html")
-
-
-index.telehub_public = True  # type: ignore[attr-defined]  # the login page itself
 
 
 def create_app(services: Services) -> web.Application:

@@ -271,7 +271,7 @@ def open_store(url: str) -> ObjectStore:
                 "S3 storage URL needs a host and a bucket: s3://KEY:SECRET@host/bucket"
             )
         endpoint = parts.hostname + (f":{parts.port}" if parts.port else "")
-        store = S3Store(
+        return S3Store(
             endpoint=endpoint,
             bucket=bucket,
             access_key=unquote(parts.username or os.environ.get("TELEHUB_S3_ACCESS_KEY", "")),
@@ -279,7 +279,6 @@ def open_store(url: str) -> ObjectStore:
             secure=query.get("secure", ["false"])[0].lower() in ("1", "true", "yes"),
             region=query.get("region", [None])[0],
         )
-        return store
     raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}")
 
 
