@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
 
-from telehub.api import cases, health, openapi, session, worklist
-from telehub.api.common import SERVICES, public
+from telehub.api import cases, ecg, health, openapi, session, worklist
+from telehub.api.common import SERVICES, WORK_QUEUED, public
 from telehub.api.middleware import authenticate, errors
 from telehub.services import Services
 
@@ -24,10 +25,13 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(web_root() / "index.html")
 
 
-def create_app(services: Services) -> web.Application:
+def create_app(
+    services: Services, on_work_queued: Callable[[], None] = lambda: None
+) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_JSON_BODY)
     app[SERVICES] = services
-    for module in (health, session, worklist, cases, openapi):
+    app[WORK_QUEUED] = on_work_queued
+    for module in (health, session, worklist, cases, ecg, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/", index)
     app.router.add_static("/static/", web_root(), show_index=False, follow_symlinks=False)

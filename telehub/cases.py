@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, true, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from telehub import audit, tat, timeline
+from telehub import audit, ecgs, tat, timeline
+from telehub.access import visible_to
 from telehub.auth import Principal
 from telehub.db import Database
 from telehub.db.models import Case, CaseStatus, Role, Study
@@ -16,20 +17,6 @@ from telehub.errors import Conflict, Forbidden, NotFound
 
 #: Statuses a reading centre still has work on.
 OPEN_FOR_READING = (CaseStatus.ROUTED.value, CaseStatus.CLAIMED.value, CaseStatus.PRELIMINARY.value)
-
-
-def visible_to(principal: Principal) -> ColumnElement[bool]:
-    """Which cases a user may see: a clinic its facility's, a reader its centre's."""
-    if principal.role == Role.ADMIN.value:
-        return true()
-    if principal.role == Role.CLINIC.value:
-        return Case.origin_facility_id == principal.facility_id
-    if principal.role == Role.READER.value:
-        clauses = [Case.reader_id == principal.user_id]
-        if principal.centre_id is not None:
-            clauses.append(Case.centre_id == principal.centre_id)
-        return or_(*clauses)
-    return false()
 
 
 def _load_visible(session: Session, principal: Principal, case_id: int) -> Case:
@@ -150,6 +137,7 @@ def detail(db: Database, principal: Principal, case_id: int, remote: str) -> dic
             {"at": e.at.isoformat(), "kind": e.kind, "actor_id": e.actor_id, "detail": e.detail}
             for e in case.events
         ]
+        data["ecgs"] = [ecgs.describe(record) for record in case.ecgs]
         data["tat"] = tat.compute(case.events)
         return data
 

@@ -24,19 +24,19 @@ from telehub.db.models import (
     Case,
     CaseKind,
     CaseStatus,
-    Facility,
     Instance,
-    Patient,
     Priority,
     Series,
     Study,
 )
 from telehub.db.types import utcnow
+from telehub.patients import patient_for
 from telehub.store import ObjectStore, instance_key
 
 log = logging.getLogger(__name__)
 
 ROUTE_TASK = "telehub.route_case"
+ECG_FROM_DICOM_TASK = "telehub.ecg_from_dicom"
 _INDEX_ATTEMPTS = 5
 
 
@@ -136,7 +136,15 @@ def _index(
     source: str,
 ) -> StoreOutcome:
     now = utcnow()
-    patient = _patient(session, facility_id, meta)
+    patient = patient_for(
+        session,
+        facility_id,
+        meta.patient_id,
+        meta.issuer_of_patient_id,
+        meta.patient_name,
+        meta.patient_birth_date,
+        meta.patient_sex,
+    )
     study = session.scalar(select(Study).where(Study.study_uid == meta.study_uid))
     if study is None:
         case = Case(
@@ -210,29 +218,6 @@ def _index(
     return StoreOutcome(instance_id=instance.id, case_id=study.case_id, duplicate=False)
 
 
-def _patient(session: Session, facility_id: int, meta: InstanceMeta) -> Patient | None:
-    if not meta.patient_id:
-        return None
-    # Without an issuer, a patient ID is only unique within the facility that assigned it.
-    issuer = meta.issuer_of_patient_id
-    if not issuer:
-        issuer = session.scalar(select(Facility.code).where(Facility.id == facility_id)) or ""
-    patient = session.scalar(
-        select(Patient).where(Patient.issuer == issuer, Patient.patient_id == meta.patient_id)
-    )
-    if patient is None:
-        patient = Patient(
-            issuer=issuer,
-            patient_id=meta.patient_id,
-            name=meta.patient_name,
-            birth_date=meta.patient_birth_date,
-            sex=meta.patient_sex,
-        )
-        session.add(patient)
-        session.flush()
-    return patient
-
-
 def complete_studies(db: Database, study_uids: Iterable[str], reason: str) -> list[int]:
     """Mark studies complete and queue their routing; returns the ids of cases newly complete.
 
@@ -272,4 +257,6 @@ def complete_studies(db: Database, study_uids: Iterable[str], reason: str) -> li
                     instances=study.instance_count,
                     reason=reason,
                 )
+            if case.kind == CaseKind.ECG.value:
+                outbox.enqueue(session, ECG_FROM_DICOM_TASK, case_id=case.id)
     return newly_complete

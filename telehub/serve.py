@@ -40,12 +40,12 @@ def start_embedded_worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env)
 
 
-async def _serve_http(services: Services, stop: asyncio.Event) -> None:
+async def _serve_http(services: Services, relay: OutboxRelay, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="api"))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(create_app(services), access_log=None)
+    runner = web.AppRunner(create_app(services, relay.kick), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, services.settings.http_host, services.settings.http_port)
     await site.start()
@@ -82,7 +82,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
             settings.dicom_port,
             "embedded" if worker else "external",
         )
-        asyncio.run(_serve_http(services, stop))
+        asyncio.run(_serve_http(services, relay, stop))
     finally:
         log.info("shutting down")
         scp.shutdown()

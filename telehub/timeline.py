@@ -22,6 +22,8 @@ class Event:
     CLAIMED = "claimed"
     REPORT_PRELIMINARY = "report_preliminary"
     REPORT_FINAL = "report_final"
+    ECG_ANALYSED = "ecg_analysed"
+    PRIORITY_RAISED = "priority_raised"
 
 
 def record(

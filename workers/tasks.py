@@ -9,7 +9,7 @@ import threading
 
 from sqlalchemy.exc import OperationalError
 
-from telehub import routing
+from telehub import ecgs, outbox, routing
 from telehub.services import Services
 from workers.app import app, settings
 
@@ -36,3 +36,68 @@ def services() -> Services:
 def route_case(case_id: int, outbox_id: int | None = None) -> None:
     decision = routing.route_case(services().db, case_id, outbox_id)
     log.info("case %s: %s (centre %s)", case_id, decision.rule, decision.centre_id)
+
+
+@app.task(
+    name="telehub.analyse_ecg",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def analyse_ecg(ecg_id: int, outbox_id: int | None = None) -> None:
+    """Analyse outside any transaction (CPU work), then record the result once."""
+    from ecg.analysis import analyse
+
+    from ecg.storage import loads
+
+    svc = services()
+    key = ecgs.waveform_key(svc.db, ecg_id)
+    if key is None:
+        ecgs.record_analysis(svc.db, ecg_id, {}, False, outbox_id)  # gone: just finish the job
+        return
+    with svc.store.open(key) as fh:
+        waveform = loads(fh.read())
+    result = analyse(waveform)
+    changed = ecgs.record_analysis(
+        svc.db, ecg_id, result.to_dict(), bool(result.critical), outbox_id
+    )
+    log.info("ECG %s analysed (critical=%s, recorded=%s)", ecg_id, result.critical, changed)
+
+
+@app.task(
+    name="telehub.ecg_from_dicom",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def ecg_from_dicom(case_id: int, outbox_id: int | None = None) -> None:
+    """Give the ECG waveform instances of a DICOM case the same representation and analysis as
+    uploaded ECGs. Instances already extracted are skipped, so a rerun changes nothing."""
+    import pydicom
+    from ecg.formats.dicom_waveform import read_dicom_waveform
+
+    from ecg.model import ECGError
+    from ecg.storage import dumps
+
+    svc = services()
+    for sop_uid, key in ecgs.dicom_ecg_instances(svc.db, case_id):
+        with svc.store.open(key) as fh:
+            dataset = pydicom.dcmread(fh)
+        try:
+            ecg = read_dicom_waveform(dataset)
+        except ECGError as exc:
+            log.warning("case %s: ECG instance %s not readable as ECG: %s", case_id, sop_uid, exc)
+            continue
+        upload = ecgs.EcgUpload(
+            source_format=ecg.source_format or "dicom-waveform",
+            sampling_rate=ecg.sampling_rate,
+            lead_names=list(ecg.lead_names),
+            duration_s=round(ecg.duration, 3),
+            acquired_at=ecg.acquired_at,
+            sop_uid=sop_uid,
+        )
+        ecgs.add_dicom_ecg(svc.db, svc.store, case_id, key, upload, dumps(ecg))
+    with svc.db.session() as session:
+        outbox.mark_done(session, outbox_id)

@@ -19,6 +19,8 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICES = web.AppKey("services", Services)
+#: Called after a handler committed outbox work, so the relay publishes it at once.
+WORK_QUEUED = web.AppKey("work_queued", Callable[[], None])
 PRINCIPAL_KEY = "telehub.principal"
 
 

@@ -214,6 +214,7 @@ class Case(Base):
     reader: Mapped[User | None] = relationship()
     studies: Mapped[list[Study]] = relationship(back_populates="case", order_by="Study.id")
     reports: Mapped[list[Report]] = relationship(order_by="Report.version")
+    ecgs: Mapped[list[EcgRecord]] = relationship(order_by="EcgRecord.id")
     events: Mapped[list[CaseEvent]] = relationship(order_by="CaseEvent.id")
 
 
@@ -267,6 +268,31 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: How it came: "dimse:<calling AE>" or "stow:<username>".
     source: Mapped[str] = mapped_column(String(80), default="")
+
+
+class EcgRecord(Base):
+    """One ECG in a case: the original upload kept unchanged, the normalised waveform beside it,
+    and the automated analysis (unconfirmed until a reader signs the report)."""
+
+    __tablename__ = "ecg_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    source_format: Mapped[str] = mapped_column(String(32))
+    #: Object keys of the files exactly as uploaded (a WFDB record is several files).
+    original_keys: Mapped[list[str]] = mapped_column(JSON)
+    #: Object key of the normalised waveform (npz: leads in mV, float64).
+    waveform_key: Mapped[str] = mapped_column(String(512))
+    sampling_rate: Mapped[float] = mapped_column()
+    lead_names: Mapped[list[str]] = mapped_column(JSON)
+    duration_s: Mapped[float] = mapped_column()
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: SOP Instance UID when the ECG came as a DICOM waveform (C-STORE or STOW-RS).
+    sop_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    analysed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    critical: Mapped[bool] = mapped_column(default=False)
 
 
 class Report(Base):

@@ -1,0 +1,22 @@
+"""Who may see which case: the one rule every service that reads case data applies."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, false, or_, true
+
+from telehub.auth import Principal
+from telehub.db.models import Case, Role
+
+
+def visible_to(principal: Principal) -> ColumnElement[bool]:
+    """Which cases a user may see: a clinic its facility's, a reader its centre's."""
+    if principal.role == Role.ADMIN.value:
+        return true()
+    if principal.role == Role.CLINIC.value:
+        return Case.origin_facility_id == principal.facility_id
+    if principal.role == Role.READER.value:
+        clauses = [Case.reader_id == principal.user_id]
+        if principal.centre_id is not None:
+            clauses.append(Case.centre_id == principal.centre_id)
+        return or_(*clauses)
+    return false()
