@@ -133,20 +133,52 @@ def migrate(config_file: str | None) -> None:
 @click.option("--port", default=11112, show_default=True, type=int)
 @click.option("--aet", "calling_aet", required=True, help="Our calling AE title, e.g. CLINIC1.")
 @click.option("--called", "called_aet", default="TELEHUB", show_default=True)
+@click.option(
+    "--http", "http_url", help="Hub URL for ECG files (WFDB, XML, zip), e.g. http://127.0.0.1:8080."
+)
+@click.option(
+    "--user", help="Account for the HTTP upload; password from TELEHUB_PASSWORD or a prompt."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def send(
-    paths: tuple[str, ...], host: str, port: int, calling_aet: str, called_aet: str, quiet: bool
+    paths: tuple[str, ...],
+    host: str,
+    port: int,
+    calling_aet: str,
+    called_aet: str,
+    http_url: str | None,
+    user: str | None,
+    quiet: bool,
 ) -> None:
-    """C-STORE DICOM files or folders to a hub, as a clinic's modality would."""
-    from dicom.send import send_paths
+    """Send studies and ECGs to a hub, as a clinic's devices would: DICOM files by C-STORE,
+    other ECG files (WFDB records, aECG XML, zips) by HTTP upload."""
+    from dicom.send import find_dicom_files, send_paths
+    from ecg.upload import split_ecg_files, upload_ecgs
 
-    result = send_paths(paths, host, port, calling_aet, called_aet, progress=not quiet)
-    rate = result.sent / result.seconds if result.seconds else 0.0
-    click.echo(
-        f"sent {result.sent} instance(s), {result.bytes_sent / 1e6:.1f} MB in "
-        f"{result.seconds:.1f} s ({rate:.0f}/s); refused {len(result.refused)}"
-    )
-    for refused in result.refused:
-        click.echo(f"  refused {refused.path}: {refused.reason}", err=True)
-    if result.refused:
+    dicom_files, ecg_groups = split_ecg_files(find_dicom_files(paths))
+    failed = False
+    if ecg_groups:
+        if not http_url or not user:
+            raise click.UsageError("ECG files need --http URL and --user to upload over HTTP")
+        password = os.environ.get("TELEHUB_PASSWORD") or click.prompt(
+            f"password for {user}", hide_input=True
+        )
+        for outcome in upload_ecgs(http_url, user, password, ecg_groups):
+            names = ", ".join(Path(f).name for f in outcome.files)
+            if outcome.error:
+                failed = True
+                click.echo(f"  refused {names}: {outcome.error}", err=True)
+            else:
+                click.echo(f"uploaded {names}: case {outcome.case_id}")
+    if dicom_files:
+        result = send_paths(dicom_files, host, port, calling_aet, called_aet, progress=not quiet)
+        rate = result.sent / result.seconds if result.seconds else 0.0
+        click.echo(
+            f"sent {result.sent} instance(s), {result.bytes_sent / 1e6:.1f} MB in "
+            f"{result.seconds:.1f} s ({rate:.0f}/s); refused {len(result.refused)}"
+        )
+        for refused in result.refused:
+            click.echo(f"  refused {refused.path}: {refused.reason}", err=True)
+        failed = failed or bool(result.refused)
+    if failed:
         sys.exit(1)

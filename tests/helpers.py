@@ -241,3 +241,7 @@ def dataset_bytes(part10: bytes) -> bytes:
     read_preamble(fp, False)
     _read_file_meta_info(fp)
     return part10[fp.tell() :]
+
+
+#: Real PhysioNet records shipped beside the repository (../shared/data/ecg).
+ECG_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg"

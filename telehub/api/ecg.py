@@ -113,6 +113,8 @@ async def upload(request: web.Request) -> web.Response:
     who = principal(request)
     if who.role != Role.CLINIC.value:
         raise Forbidden("ECGs are uploaded by clinics", "not_a_clinic")
+    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
+        raise TooLarge(f"upload exceeds {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     svc = services(request)
     spool = svc.settings.data / "spool"
     spool.mkdir(parents=True, exist_ok=True)
