@@ -129,6 +129,84 @@ SPEC: dict[str, Any] = {
                 ),
             }
         },
+        "/api/v1/ecg": {
+            "post": {
+                "summary": "Upload an ECG (WFDB files, HL7 aECG or vendor XML, or a zip of them); "
+                "creates a case for the origin's ECG reading centre",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "file": {
+                                        "type": "array",
+                                        "items": {"type": "string", "format": "binary"},
+                                    },
+                                    "priority": {"enum": ["stat", "urgent", "routine"]},
+                                    "clinical_question": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _responses(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "case_id": {"type": "integer"},
+                            "ecg_id": {"type": "integer"},
+                        },
+                    },
+                    400,
+                    401,
+                    403,
+                    413,
+                    ok_status="201",
+                ),
+            }
+        },
+        "/api/v1/ecg/{id}": {
+            "get": {
+                "summary": "ECG metadata and its automated (unconfirmed) analysis",
+                "parameters": [_ID],
+                "responses": _responses({"type": "object"}, 401, 404),
+            }
+        },
+        "/api/v1/ecg/{id}/waveform": {
+            "get": {
+                "summary": "Samples in mV for the viewer, min/max-decimated on request",
+                "parameters": [
+                    _ID,
+                    {"name": "max_points", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "leads", "in": "query", "schema": {"type": "string"}},
+                    {"name": "start", "in": "query", "schema": {"type": "number"}},
+                    {"name": "end", "in": "query", "schema": {"type": "number"}},
+                ],
+                "responses": _responses({"type": "object"}, 400, 401, 404),
+            }
+        },
+        "/api/v1/ecg/{id}/ecg.svg": {
+            "get": {
+                "summary": "12-lead rendering on ECG paper (25 mm/s, 10 mm/mV), SVG",
+                "parameters": [_ID],
+                "responses": {
+                    "200": {"description": "SVG", "content": {"image/svg+xml": {}}},
+                    "404": {"description": "not found"},
+                },
+            }
+        },
+        "/api/v1/ecg/{id}/ecg.png": {
+            "get": {
+                "summary": "12-lead rendering on ECG paper, PNG",
+                "parameters": [_ID],
+                "responses": {
+                    "200": {"description": "PNG", "content": {"image/png": {}}},
+                    "404": {"description": "not found"},
+                },
+            }
+        },
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
