@@ -67,7 +67,6 @@ def _ingest(
 ) -> tuple[int, int]:
     """Decode (rejecting bad input before anything is stored), then store and index."""
     from ecg.formats import read_upload, unpack_zip
-
     from ecg.model import ECGError
     from ecg.storage import dumps
 
