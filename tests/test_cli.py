@@ -61,3 +61,33 @@ def test_send_reports_what_was_refused(embedded_hub: Hub, tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "sent 1 instance(s)" in done.stdout
     assert "notes.txt: not a DICOM file" in done.stderr
+
+
+def test_send_uploads_ecg_records_over_http(embedded_hub: Hub, tmp_path: Path) -> None:
+    """WFDB files go by HTTP upload (one upload per record), DICOM by C-STORE, in one command."""
+    import shutil
+
+    from tests.helpers import ECG_DATA
+
+    for name in ("100.hea", "100.dat", "100.atr"):
+        shutil.copy(ECG_DATA / name, tmp_path / name)
+    shutil.copy(dicom_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    done = telehub(
+        "send",
+        "--quiet",
+        "--aet",
+        "CLINIC1",
+        "--port",
+        str(embedded_hub.dicom_port),
+        "--http",
+        f"http://127.0.0.1:{embedded_hub.http_port}",
+        "--user",
+        "clinic",
+        str(tmp_path),
+        env={"TELEHUB_PASSWORD": "demo"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "uploaded 100.atr, 100.dat, 100.hea: case" in done.stdout
+    assert "sent 1 instance(s)" in done.stdout
+    missing = telehub("send", "--aet", "CLINIC1", str(tmp_path / "100.hea"))
+    assert missing.returncode == 2 and "--http" in missing.stderr
