@@ -1,5 +1,5 @@
-"""Foundation baseline: C-STORE ingest rate into the embedded hub, and the time from
-association release to the case being on the reader's worklist.
+"""Ingest baseline in the embedded hub: C-STORE rate, association release to worklist, and ECG
+upload to the ECG centre's worklist.
 
 Run: python3 bench/foundation_ingest.py [--instances 500] [--studies 30]
 Starts its own hub (embedded mode) in a temporary folder and prints its figures.
@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pydicom  # noqa: E402
 
 from dicom.send import send_paths  # noqa: E402
-from tests.helpers import fresh_copy, start_hub  # noqa: E402
+from tests.helpers import ECG_DATA, fresh_copy, start_hub  # noqa: E402
+from tests.test_ecg_api import multipart  # noqa: E402
 
 
 def main() -> None:
@@ -66,6 +67,34 @@ def main() -> None:
                 f"release -> on worklist ({args.studies} studies): p50 "
                 f"{statistics.median(latencies) * 1000:.0f} ms, p95 {q[18] * 1000:.0f} ms, "
                 f"max {max(latencies) * 1000:.0f} ms"
+            )
+
+            # 3. ECG upload (WFDB 12-lead, 38 s at 1000 Hz) -> on the ECG centre's worklist
+            clinic, ecg_reader = api.login("clinic"), api.login("ecgreader")
+            files = {
+                n: (ECG_DATA / n).read_bytes()
+                for n in ("s0010_re.hea", "s0010_re.dat", "s0010_re.xyz")
+            }
+            body, content_type = multipart(files)
+            ecg_latencies = []
+            for _ in range(args.studies):
+                started = time.perf_counter()
+                resp = api.request(
+                    "POST", "/api/v1/ecg", clinic, raw=body, content_type=content_type
+                )
+                assert resp.status == 201, resp.body
+                case_id = resp.body["case_id"]
+                while not any(
+                    c["id"] == case_id
+                    for c in api.get("/api/v1/worklist?limit=500", ecg_reader).body["cases"]
+                ):
+                    time.sleep(0.01)
+                ecg_latencies.append(time.perf_counter() - started)
+            q = statistics.quantiles(ecg_latencies, n=20)
+            print(
+                f"ECG upload -> on ECG worklist ({args.studies} uploads, 15 leads at 1000 Hz): "
+                f"p50 {statistics.median(ecg_latencies) * 1000:.0f} ms, "
+                f"p95 {q[18] * 1000:.0f} ms, max {max(ecg_latencies) * 1000:.0f} ms"
             )
         finally:
             hub.proc.stop()

@@ -147,8 +147,10 @@ def store_upload(
                 format=upload.source_format,
                 leads=len(upload.lead_names),
             )
-            outbox.enqueue(session, ANALYSE_TASK, ecg_id=record.id)
+            # Routing first: it is quick and puts the case on the worklist; analysis may take
+            # a second and can only raise the priority of a case already there.
             outbox.enqueue(session, ROUTE_TASK, case_id=case.id)
+            outbox.enqueue(session, ANALYSE_TASK, ecg_id=record.id)
             return case.id, record.id
     except BaseException:
         for key in keys:  # nothing half-stored: no index row points at these
