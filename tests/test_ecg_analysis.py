@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +27,9 @@ from ecg.analysis_stress import (
     score_beats,
 )
 from ecg.model import ECG, STANDARD_12, Lead, PatientInfo, normalise_lead_name
+from tests.helpers import ECG_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg"
+DATA = ECG_DATA
 
 
 # ----- real records ------------------------------------------------------------------------------

@@ -37,8 +37,9 @@ from ecg.formats.dicom_waveform import (
 )
 from ecg.formats.wfdb import decode_wfdb, read_wfdb, read_wfdb_annotations
 from ecg.model import ECG, STANDARD_12, ECGError, Lead
+from tests.helpers import ECG_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg"
+DATA = ECG_DATA
 DICOM_ECG = Path(get_testdata_file("waveform_ecg.dcm", download=False))
 PTB_FILES = ("s0010_re.hea", "s0010_re.dat", "s0010_re.xyz")
 MIT_FILES = ("100.hea", "100.dat")

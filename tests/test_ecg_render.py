@@ -6,7 +6,6 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,9 @@ import pytest
 from ecg import render
 from ecg.model import ECG, STANDARD_12, ECGError, Lead, normalise_lead_name
 from ecg.render import page_layout, render_png, render_svg, waveform_json
+from tests.helpers import ECG_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg"
+DATA = ECG_DATA
 SVG = "{http://www.w3.org/2000/svg}"
 ORDER_12 = ["I", "aVR", "V1", "V4", "II", "aVL", "V2", "V5", "III", "aVF", "V3", "V6", "II"]
 
