@@ -62,6 +62,16 @@ def summary(case: Case) -> dict[str, Any]:
         "study_instance_uids": [s.study_uid for s in case.studies],
         "modalities": sorted({m for s in case.studies for m in s.modalities.split("\\") if m}),
         "arrived_at": case.arrived_at.isoformat(),
+        # Critical automated ECG findings, so a worklist shows why a case jumped the queue.
+        "critical_findings": sorted(
+            {
+                f["code"]
+                for record in case.ecgs
+                if record.critical and record.analysis
+                for f in record.analysis.get("findings", [])
+                if f.get("critical")
+            }
+        ),
     }
 
 
@@ -78,7 +88,9 @@ def list_cases(
         if status:
             query = query.where(Case.status == status)
         query = query.order_by(Case.arrived_at.desc(), Case.id.desc()).limit(limit).offset(offset)
-        cases = list(session.scalars(query.options(selectinload(Case.studies))))
+        cases = list(
+            session.scalars(query.options(selectinload(Case.studies), selectinload(Case.ecgs)))
+        )
         audit.record(
             session,
             principal.user_id,

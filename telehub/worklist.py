@@ -34,7 +34,7 @@ def worklist(
         .order_by(Case.priority_rank, Case.arrived_at, Case.id)
         .limit(limit)
         .offset(offset)
-        .options(selectinload(Case.studies))
+        .options(selectinload(Case.studies), selectinload(Case.ecgs))
     )
     with db.session() as session:
         cases = list(session.scalars(query))

@@ -177,6 +177,7 @@ def test_critical_ecg_is_raised_to_stat(embedded_hub: Hub, tmp_path: Path) -> No
     assert "priority_raised" in [e["kind"] for e in case["timeline"]]
     first = api.get("/api/v1/worklist", ecg_reader).body["cases"][0]
     assert first["priority"] == "stat"
+    assert "bradycardia_severe" in first["critical_findings"]
 
 
 def test_dicom_ecg_by_c_store_is_extracted_and_analysed(embedded_hub: Hub) -> None:
@@ -244,3 +245,19 @@ def test_upload_rules(embedded_hub: Hub) -> None:
     reply = conn.getresponse()
     assert reply.status == 413
     conn.close()
+
+
+def test_aecg_upload_built_from_a_real_record(embedded_hub: Hub, tmp_path: Path) -> None:
+    from ecg.formats import read_upload
+    from ecg.formats.aecg import write_aecg
+
+    ecg = read_upload({n: ECG_DATA / n for n in ("s0010_re.hea", "s0010_re.dat", "s0010_re.xyz")})
+    path = tmp_path / "s0010_re.xml"
+    write_aecg(ecg, path)
+    api = embedded_hub.api
+    clinic = api.login("clinic")
+    resp = upload(api, clinic, {"s0010_re.xml": path.read_bytes()})
+    assert resp.status == 201, resp.body
+    data = analysed(api, clinic, resp.body["ecg_id"])
+    assert data["source_format"] == "hl7-aecg"
+    assert 75 <= data["analysis"]["heart_rate_bpm"] <= 90

@@ -237,6 +237,11 @@ SPEC: dict[str, Any] = {
                     "patient": {"type": ["object", "null"]},
                     "study_instance_uids": {"type": "array", "items": {"type": "string"}},
                     "arrived_at": {"type": "string", "format": "date-time"},
+                    "critical_findings": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "automated, unconfirmed ECG findings",
+                    },
                 },
             },
             "CaseList": {
