@@ -34,7 +34,7 @@ from telehub.db.types import utcnow
 from telehub.errors import Invalid, NotFound
 from telehub.ingest import ROUTE_TASK
 from telehub.patients import patient_for
-from telehub.store import ObjectStore
+from telehub.store import ObjectStore, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,7 @@ def store_upload(
             outbox.enqueue(session, ANALYSE_TASK, ecg_id=record.id)
             return case.id, record.id
     except BaseException:
-        for key in keys:  # nothing half-stored: no index row points at these
-            try:
-                store.delete(key)
-            except Exception:
-                log.warning("could not remove unindexed object %s", key)
+        remove_orphans(store, keys)  # nothing half-stored
         raise
 
 

@@ -31,7 +31,7 @@ from telehub.db.models import (
 )
 from telehub.db.types import utcnow
 from telehub.patients import patient_for
-from telehub.store import ObjectStore, instance_key
+from telehub.store import ObjectStore, instance_key, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ def store_instance(
     except BaseException:
         # Not indexed: the object would be an orphan nobody can find, so remove it.
         if _find_instance(db, meta.sop_uid) is None:
-            try:
-                store.delete(key)
-            except Exception:
-                log.warning("could not remove unindexed object %s", key)
+            remove_orphans(store, [key])
         raise
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -40,6 +41,33 @@ def start_embedded_worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env)
 
 
+class WorkerSupervisor:
+    """Keeps the embedded worker running: a worker that exits is logged and started again
+    (its unfinished jobs come back through the outbox)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = start_embedded_worker(settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(2.0):
+            code = self.process.poll()
+            if code is not None and not self._stop.is_set():
+                log.error("embedded worker exited with %s; starting a new one", code)
+                self.process = start_embedded_worker(self.settings)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 async def _serve_http(services: Services, relay: OutboxRelay, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="api"))
@@ -68,7 +96,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
     relay = OutboxRelay(services.db, publish, settings.outbox_redeliver_seconds)
     relay.start()
     relay.kick()  # anything left from before a restart goes out now
-    worker = start_embedded_worker(settings) if settings.run_embedded_worker else None
+    worker = WorkerSupervisor(settings) if settings.run_embedded_worker else None
     scp = start_scp(services, on_studies_complete=lambda _cases: relay.kick())
     http_url = f"http://{settings.http_host}:{settings.http_port}"
     stop = asyncio.Event()
@@ -88,9 +116,5 @@ def serve(settings: Settings, demo: bool = False) -> None:
         scp.shutdown()
         relay.stop()
         if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
         services.close()

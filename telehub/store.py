@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -256,6 +257,15 @@ class _S3Stream(io.RawIOBase):
             self._response.close()
             self._response.release_conn()
         super().close()
+
+
+def remove_orphans(store: ObjectStore, keys: list[str]) -> None:
+    """Best-effort removal of objects no index row points at (after a failed ingest)."""
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception:
+            logging.getLogger(__name__).warning("could not remove unindexed object %s", key)
 
 
 def open_store(url: str) -> ObjectStore:

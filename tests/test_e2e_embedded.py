@@ -4,6 +4,8 @@ case's turnaround time is known."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dicom.send import send_paths
@@ -93,3 +95,32 @@ def run_report_path(hub: Hub) -> None:
 
 def test_clinic_send_to_signed_report_embedded(embedded_hub: Hub) -> None:
     run_report_path(embedded_hub)
+
+
+def test_killed_embedded_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    """kill -9 of the embedded worker: the hub starts a new one and the case is still routed."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import fresh_copy, start_hub
+
+    hub = start_hub(tmp_path)
+    try:
+        pid = hub.proc.popen.pid
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        workers = [int(p) for p in children.stdout.split()]
+        assert workers, "the hub has no worker child"
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        path = fresh_copy("CT_small.dcm", tmp_path / "in")
+        assert send_paths([path], "127.0.0.1", hub.dicom_port, "CLINIC1").sent == 1
+        api = hub.api
+        reader = api.login("reader")
+        started = time.monotonic()
+        api.wait_for("/api/v1/worklist", reader, lambda body: body["cases"] or None, timeout=60)
+        assert time.monotonic() - started < 60
+        assert "embedded worker exited" in hub.proc.output()
+    finally:
+        hub.proc.stop()

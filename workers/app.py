@@ -32,6 +32,7 @@ def configure(settings: Settings) -> Celery:
         "worker_hijack_root_logger": False,
         "task_serializer": "json",
         "accept_content": ["json"],
+        "broker_transport": None,  # the URL's scheme decides, except for the folder broker
     }
     if settings.resolved_broker_url.startswith("filesystem://"):
         folder = settings.broker_folder
@@ -46,6 +47,7 @@ def configure(settings: Settings) -> Celery:
             "polling_interval": 0.05,
         }
         conf["worker_enable_remote_control"] = False
+        conf["broker_transport"] = "workers.fs_broker:Transport"
     app.conf.update(conf)
     # Drop connections made under an earlier configuration, so a second configure() (tests,
     # an embedding program) really switches brokers.
