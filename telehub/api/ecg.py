@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,31 +207,29 @@ def _caption(data: dict[str, Any]) -> dict[str, str]:
     return caption
 
 
+async def _rendered(request: web.Request, renderer: Callable[..., str | bytes]) -> str | bytes:
+    """The ECG on paper, by one of ecg.render's backends, with the automated measurements."""
+    data = await _visible(request, "read-waveform")
+    svc = services(request)
+    return await run(
+        request,
+        lambda: renderer(
+            _load(svc, data["waveform_key"]), title=f"ECG {data['id']}", measurements=_caption(data)
+        ),
+    )
+
+
 @routes.get("/api/v1/ecg/{id}/ecg.svg")
 async def svg(request: web.Request) -> web.Response:
     from ecg.render import render_svg
 
-    data = await _visible(request, "read-waveform")
-    svc = services(request)
-    text = await run(
-        request,
-        lambda: render_svg(
-            _load(svc, data["waveform_key"]), title=f"ECG {data['id']}", measurements=_caption(data)
-        ),
-    )
-    return web.Response(text=text, content_type="image/svg+xml")
+    text = await _rendered(request, render_svg)
+    return web.Response(text=str(text), content_type="image/svg+xml")
 
 
 @routes.get("/api/v1/ecg/{id}/ecg.png")
 async def png(request: web.Request) -> web.Response:
     from ecg.render import render_png
 
-    data = await _visible(request, "read-waveform")
-    svc = services(request)
-    body = await run(
-        request,
-        lambda: render_png(
-            _load(svc, data["waveform_key"]), title=f"ECG {data['id']}", measurements=_caption(data)
-        ),
-    )
+    body = await _rendered(request, render_png)
     return web.Response(body=body, content_type="image/png")
