@@ -24,6 +24,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom.integrity import MalformedDataset, check_structure
 from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, read_instance_meta
 from dicom.net import NODELAY_HANDLERS
+from dicom.qr import QueryRetrieve
 from telehub import ingest
 from telehub.facilities import FacilityDirectory
 from telehub.services import Services
@@ -188,6 +189,7 @@ def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    QueryRetrieve.add_contexts(ae)
     ae.maximum_associations = 64
     ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
     ae.acse_timeout = 30
@@ -204,9 +206,12 @@ def start_scp(
     settings = services.settings
     directory = FacilityDirectory(services.db)
     receiver = Receiver(services, directory, on_studies_complete)
+    query_retrieve = QueryRetrieve(services, directory)
     ae = build_ae(settings.ae_title, directory)
     server = ae.start_server(
-        (settings.dicom_host, settings.dicom_port), block=False, evt_handlers=receiver.handlers()
+        (settings.dicom_host, settings.dicom_port),
+        block=False,
+        evt_handlers=[*receiver.handlers(), *query_retrieve.handlers()],
     )
     log.info(
         "DICOM SCP %s listening on %s:%s",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from dicom.web import routes as dicomweb
 from telehub.api import cases, ecg, health, openapi, session, worklist
 from telehub.api.common import SERVICES, WORK_QUEUED, public
 from telehub.api.middleware import authenticate, errors
@@ -33,6 +34,7 @@ def create_app(
     app[WORK_QUEUED] = on_work_queued
     for module in (health, session, worklist, cases, ecg, openapi):
         app.add_routes(module.routes)
+    dicomweb.setup(app)
     app.router.add_get("/", index)
     app.router.add_static("/static/", web_root(), show_index=False, follow_symlinks=False)
     return app

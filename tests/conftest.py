@@ -104,3 +104,11 @@ def rabbitmq_url() -> str:
     except Exception as exc:
         need_service("RabbitMQ", str(exc))
     return url
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    """DCMTK's storescu/findscu/movescu/getscu on PATH (installed from Debian if missing)."""
+    from tests.helpers import need_dcmtk
+
+    need_dcmtk()

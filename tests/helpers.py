@@ -245,3 +245,22 @@ def dataset_bytes(part10: bytes) -> bytes:
 
 #: Real PhysioNet records shipped beside the repository (../shared/data/ecg).
 ECG_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg"
+
+
+def need_dcmtk() -> None:
+    """DCMTK's command-line tools are real DICOM peers we did not write; install them from
+    Debian when missing (the suite runs as root on a fresh machine)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("storescu") and shutil.which("findscu"):
+        return
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "dcmtk"], capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0 or not shutil.which("storescu"):
+        need_service("DCMTK", result.stderr[-500:] or "apt-get install dcmtk failed")
+
+
+#: Environment for DCMTK tools: without TCP_NODELAY=1 Debian's DCMTK leaves Nagle on and crawls.
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}

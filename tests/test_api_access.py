@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pydicom
@@ -31,6 +32,7 @@ def clinic_case(embedded_hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> 
         "CT_small.dcm",
         tmp_path_factory.mktemp("access"),
         PatientName="张^三",
+        PatientID=f"ACCESS-{uuid.uuid4().hex[:8]}",  # not a patient other tests already sent
         SpecificCharacterSet="ISO_IR 192",
     )
     study_uid = pydicom.dcmread(path).StudyInstanceUID

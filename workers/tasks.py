@@ -48,7 +48,6 @@ def route_case(case_id: int, outbox_id: int | None = None) -> None:
 def analyse_ecg(ecg_id: int, outbox_id: int | None = None) -> None:
     """Analyse outside any transaction (CPU work), then record the result once."""
     from ecg.analysis import analyse
-
     from ecg.storage import loads
 
     svc = services()
@@ -76,8 +75,8 @@ def ecg_from_dicom(case_id: int, outbox_id: int | None = None) -> None:
     """Give the ECG waveform instances of a DICOM case the same representation and analysis as
     uploaded ECGs. Instances already extracted are skipped, so a rerun changes nothing."""
     import pydicom
-    from ecg.formats.dicom_waveform import read_dicom_waveform
 
+    from ecg.formats.dicom_waveform import read_dicom_waveform
     from ecg.model import ECGError
     from ecg.storage import dumps
 
