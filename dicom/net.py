@@ -15,6 +15,8 @@ Where to hook it (checked against pynetdicom 3.0.4, ``transport.py``):
 * Acceptor (SCP): ``RequestHandler.handle()`` triggers ``EVT_CONN_OPEN`` after the
   server-level handlers are bound and before ``assoc.start()``.
 
+The same hook prepares the association for :mod:`dicom.reactor`'s event-driven loops.
+
 Bind with ``ae.associate(..., evt_handlers=NODELAY_HANDLERS)`` or
 ``ae.start_server(..., evt_handlers=[*NODELAY_HANDLERS, ...])``.
 """
@@ -27,6 +29,8 @@ import socket
 from pynetdicom import evt
 from pynetdicom.events import Event
 
+from dicom import reactor
+
 __all__ = ["NODELAY_HANDLERS", "set_nodelay"]
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,8 @@ def set_nodelay(event: Event) -> None:
     Best effort: a socket that is already gone or refuses the option only costs speed,
     so the error is logged and the association proceeds.
     """
+    if reactor.install():
+        reactor.prepare(event.assoc)
     dul_socket = getattr(event.assoc.dul, "socket", None)  # pynetdicom AssociationSocket
     sock = getattr(dul_socket, "socket", None)  # socket.socket, or ssl.SSLSocket with TLS
     if sock is None:
@@ -48,5 +54,9 @@ def set_nodelay(event: Event) -> None:
         log.debug("could not set TCP_NODELAY: %s", exc)
 
 
-NODELAY_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay)]
-"""Event handlers to bind to an association or server to get TCP_NODELAY."""
+def _closed(event: Event) -> None:
+    reactor.release(event.assoc)
+
+
+NODELAY_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_CONN_CLOSE, _closed)]
+"""Event handlers to bind to an association or server: TCP_NODELAY and woken loops."""

@@ -2,13 +2,19 @@
 
 One handler per DIMSE event, state in plain objects (pynetdicom's own design): a
 :class:`Receiver` holds the services, an :class:`AssociationState` what one association stored.
-Received data sets are streamed by pynetdicom into a temporary Part 10 file (bounded memory),
+Received data sets are streamed by pynetdicom into a Part 10 file in the hub's spool folder
+(bounded memory; on the data disk, so the folder store takes the file by hard link, no copy),
 checked, stored as received, indexed, and only then acknowledged with 0x0000.
+
+Several receiving processes can listen on the one port (SO_REUSEPORT; the kernel spreads
+associations over them), since one pynetdicom process does not scale past one core.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +74,7 @@ class AssociationState:
     studies: set[str] = field(default_factory=set)
     stored: int = 0
     failed: int = 0
+    cache: ingest.IngestCache = field(default_factory=ingest.IngestCache)
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -89,6 +96,7 @@ class Receiver:
         self.services = services
         self.directory = directory
         self.on_studies_complete = on_studies_complete
+        self.duplicates = ingest.DuplicatePolicy(services.settings.dicom_duplicates)
         self._states: dict[int, AssociationState] = {}
         self._lock = threading.Lock()
 
@@ -130,6 +138,8 @@ class Receiver:
                 meta,
                 path,
                 source=f"dimse:{state.calling_aet}",
+                cache=state.cache,
+                duplicates=self.duplicates,
             )
         except MalformedDataset as exc:
             return self._refuse(state, sop_uid, CANNOT_UNDERSTAND, str(exc))
@@ -198,21 +208,37 @@ def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
     return ae
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's server, bound with SO_REUSEPORT so several processes share the port."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def start_scp(
     services: Services,
     on_studies_complete: Callable[[list[int]], None] | None = None,
 ) -> ThreadedAssociationServer:
     """Start listening in background threads; stop with ``server.shutdown()``."""
     settings = services.settings
+    # pynetdicom writes each received data set to a temporary file: put those on the data
+    # disk, beside the folder store, so storing one is a hard link, not a copy.
+    incoming = settings.spool / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(incoming)
     directory = FacilityDirectory(services.db)
     receiver = Receiver(services, directory, on_studies_complete)
     query_retrieve = QueryRetrieve(services, directory)
     ae = build_ae(settings.ae_title, directory)
-    server = ae.start_server(
+    server = ae.make_server(
         (settings.dicom_host, settings.dicom_port),
-        block=False,
         evt_handlers=[*receiver.handlers(), *query_retrieve.handlers()],
+        server_class=SharedPortServer,
     )
+    threading.Thread(
+        target=server.serve_forever, name=f"dicom-accept-{settings.dicom_port}", daemon=True
+    ).start()
     log.info(
         "DICOM SCP %s listening on %s:%s",
         settings.ae_title,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +32,7 @@ from telehub.db.models import (
 )
 from telehub.db.types import utcnow
 from telehub.patients import patient_for
-from telehub.store import ObjectStore, instance_key, remove_orphans
+from telehub.store import ObjectStore, Stored, file_sha256, instance_key, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,28 @@ class StoreOutcome:
     instance_id: int
     case_id: int
     duplicate: bool
+    #: For a re-sent instance with other content: "kept_first" or "replaced".
+    resend: str = ""
+
+
+@dataclass
+class IngestCache:
+    """What one transfer (an association, a STOW request) already wrote to the index.
+
+    A study's second and later instances then cost one insert and two counter updates instead
+    of the patient/study/series look-ups. Filled only from committed rows, so it is never wrong.
+    """
+
+    studies: dict[str, tuple[int, int, set[str]]] = field(default_factory=dict)
+    series: dict[str, int] = field(default_factory=dict)
+
+
+class DuplicatePolicy(StrEnum):
+    """What a re-sent SOP Instance UID with *different* content does (same content is always
+    acknowledged without a second copy)."""
+
+    KEEP_FIRST = "keep"
+    REPLACE = "replace"
 
 
 def store_instance(
@@ -79,29 +102,33 @@ def store_instance(
     meta: InstanceMeta,
     path: Path,
     source: str,
+    cache: IngestCache | None = None,
+    duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
 ) -> StoreOutcome:
     """Durably store and index one instance; raises on any failure (report failure then).
 
-    A SOP Instance UID already in the index is acknowledged again without a second copy.
+    A SOP Instance UID already in the index is found before anything is written: the same bytes
+    are acknowledged again without a second copy; other bytes are kept out or replace the first
+    copy, by ``duplicates``, and either way the case's timeline says so.
     """
     existing = _find_instance(db, meta.sop_uid)
     if existing is not None:
-        return existing
+        return _resent(db, store, existing, meta, path, source, duplicates)
     key = instance_key(meta.study_uid, meta.series_uid, meta.sop_uid)
     stored = store.put_file(key, path)
     try:
         for attempt in range(_INDEX_ATTEMPTS):
             try:
-                with db.session() as session:
-                    return _index(
-                        session, facility_id, meta, key, stored.size, stored.sha256, source
-                    )
+                return _index_cached(db, facility_id, meta, key, stored, source, cache)
             except IntegrityError:
                 # A concurrent association created the same patient/study/series/instance
                 # first; the retry finds it. The same SOP UID means a concurrent duplicate.
-                existing = _find_instance(db, meta.sop_uid)
-                if existing is not None:
-                    return existing
+                if cache is not None:
+                    cache.studies.pop(meta.study_uid, None)
+                    cache.series.pop(meta.series_uid, None)
+                found = _find_instance(db, meta.sop_uid)
+                if found is not None:
+                    return StoreOutcome(found.instance_id, found.case_id, duplicate=True)
                 if attempt == _INDEX_ATTEMPTS - 1:
                     raise
         raise RuntimeError("unreachable")
@@ -112,15 +139,130 @@ def store_instance(
         raise
 
 
-def _find_instance(db: Database, sop_uid: str) -> StoreOutcome | None:
+@dataclass(frozen=True)
+class _Existing:
+    instance_id: int
+    case_id: int
+    sha256: str
+    object_key: str
+
+
+def _find_instance(db: Database, sop_uid: str) -> _Existing | None:
     with db.reader() as session:
         row = session.execute(
-            select(Instance.id, Study.case_id)
+            select(Instance.id, Study.case_id, Instance.sha256, Instance.object_key)
             .join(Series, Series.id == Instance.series_id)
             .join(Study, Study.id == Series.study_id)
             .where(Instance.sop_uid == sop_uid)
         ).first()
-    return StoreOutcome(row[0], row[1], duplicate=True) if row else None
+    return _Existing(*row) if row else None
+
+
+def _resent(
+    db: Database,
+    store: ObjectStore,
+    existing: _Existing,
+    meta: InstanceMeta,
+    path: Path,
+    source: str,
+    duplicates: DuplicatePolicy,
+) -> StoreOutcome:
+    sha256 = file_sha256(path)
+    if sha256 == existing.sha256:
+        return StoreOutcome(existing.instance_id, existing.case_id, duplicate=True)
+    action = "replaced" if duplicates is DuplicatePolicy.REPLACE else "kept_first"
+    if duplicates is DuplicatePolicy.REPLACE:
+        # Same key: the store's atomic replace leaves the first copy or the second, never
+        # neither; the index row follows in the transaction below.
+        stored = store.put_file(existing.object_key, path)
+    with db.session() as session:
+        if duplicates is DuplicatePolicy.REPLACE:
+            session.execute(
+                update(Instance)
+                .where(Instance.id == existing.instance_id)
+                .values(
+                    sha256=stored.sha256,
+                    size=stored.size,
+                    transfer_syntax_uid=meta.transfer_syntax_uid,
+                    received_at=utcnow(),
+                    source=source[:80],
+                )
+            )
+        timeline.record(
+            session,
+            existing.case_id,
+            timeline.Event.INSTANCE_RESENT,
+            sop_uid=meta.sop_uid,
+            source=source,
+            action=action,
+            first_sha256=existing.sha256,
+            resent_sha256=sha256,
+        )
+    log.warning(
+        "SOP instance %s re-sent with other content by %s: %s", meta.sop_uid, source, action
+    )
+    return StoreOutcome(existing.instance_id, existing.case_id, duplicate=True, resend=action)
+
+
+def _index_cached(
+    db: Database,
+    facility_id: int,
+    meta: InstanceMeta,
+    key: str,
+    stored: Stored,
+    source: str,
+    cache: IngestCache | None,
+) -> StoreOutcome:
+    known = cache.studies.get(meta.study_uid) if cache is not None else None
+    series_id = cache.series.get(meta.series_uid) if cache is not None else None
+    if known is None or series_id is None:
+        with db.session() as session:
+            outcome, study_id, series_id = _index(
+                session, facility_id, meta, key, stored.size, stored.sha256, source
+            )
+            modalities = set(
+                session.scalar(select(Study.modalities).where(Study.id == study_id)).split("\\")
+            )
+        if cache is not None:
+            cache.studies[meta.study_uid] = (study_id, outcome.case_id, modalities)
+            cache.series[meta.series_uid] = series_id
+        return outcome
+    study_id, case_id, modalities = known
+    now = utcnow()
+    study_values: dict[str, object] = {
+        "instance_count": Study.__table__.c.instance_count + 1,
+        "last_received_at": now,
+    }
+    new_modality = meta.modality and meta.modality not in modalities
+    if new_modality:
+        study_values["modalities"] = "\\".join(sorted(m for m in (*modalities, meta.modality) if m))
+    with db.session() as session:
+        instance_id = session.execute(
+            insert(Instance.__table__).values(
+                sop_uid=meta.sop_uid,
+                series_id=series_id,
+                sop_class_uid=meta.sop_class_uid,
+                transfer_syntax_uid=meta.transfer_syntax_uid,
+                instance_number=meta.instance_number,
+                object_key=key,
+                size=stored.size,
+                sha256=stored.sha256,
+                received_at=now,
+                source=source[:80],
+            )
+        ).inserted_primary_key[0]
+        series_table, study_table = Series.__table__, Study.__table__
+        session.execute(
+            series_table.update()
+            .where(series_table.c.id == series_id)
+            .values(instance_count=series_table.c.instance_count + 1)
+        )
+        session.execute(
+            study_table.update().where(study_table.c.id == study_id).values(**study_values)
+        )
+    if new_modality:
+        modalities.add(meta.modality)
+    return StoreOutcome(instance_id=instance_id, case_id=case_id, duplicate=False)
 
 
 def _index(
@@ -131,7 +273,7 @@ def _index(
     size: int,
     sha256: str,
     source: str,
-) -> StoreOutcome:
+) -> tuple[StoreOutcome, int, int]:
     now = utcnow()
     patient = patient_for(
         session,
@@ -212,7 +354,8 @@ def _index(
     if meta.modality and meta.modality not in study.modalities.split("\\"):
         study.modalities = "\\".join(m for m in (*study.modalities.split("\\"), meta.modality) if m)
     session.flush()
-    return StoreOutcome(instance_id=instance.id, case_id=study.case_id, duplicate=False)
+    outcome = StoreOutcome(instance_id=instance.id, case_id=study.case_id, duplicate=False)
+    return outcome, study.id, series.id
 
 
 def complete_studies(db: Database, study_uids: Iterable[str], reason: str) -> list[int]:

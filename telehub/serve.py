@@ -1,5 +1,10 @@
-"""``telehub serve``: HTTP, the DICOM receiver, the outbox relay and (in the embedded mode) a
-Celery worker, started in that order and stopped in reverse."""
+"""``telehub serve``: HTTP, the outbox relay, the DICOM receiver processes and (in the embedded
+mode) a Celery worker, started in that order and stopped in reverse.
+
+The DICOM receivers are child processes (``telehub receive``) sharing one port, because one
+pynetdicom process does not scale past one core; each has its own outbox relay, so work it
+queues is published at once.
+"""
 
 from __future__ import annotations
 
@@ -24,48 +29,56 @@ from telehub.services import Services
 log = logging.getLogger(__name__)
 
 
-def start_embedded_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    """A real Celery worker on the local broker, as a child that dies with us."""
-    env = {**os.environ, **settings.as_environment()}
-    cmd = [
-        sys.executable,
-        "-m",
-        "telehub",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(settings.worker_concurrency),
-        "--exit-with-parent",
-    ]
-    return subprocess.Popen(cmd, env=env)
+def _child_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "telehub", *args, "--exit-with-parent"]
 
 
-class WorkerSupervisor:
-    """Keeps the embedded worker running: a worker that exits is logged and started again
-    (its unfinished jobs come back through the outbox)."""
+def worker_command(settings: Settings) -> list[str]:
+    """A real Celery worker on the configured broker, as a child that dies with us."""
+    return _child_command(
+        "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency)
+    )
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.process = start_embedded_worker(settings)
+
+class Supervisor:
+    """Keeps a child process running: one that exits is logged and started again (a worker's
+    unfinished jobs come back through the outbox; a receiver's peers simply reconnect)."""
+
+    def __init__(self, name: str, command: list[str], settings: Settings) -> None:
+        self.name = name
+        self.command = command
+        self.env = {**os.environ, **settings.as_environment()}
+        self.process = self._start()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"{name}-watch", daemon=True)
         self._thread.start()
 
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, env=self.env)
+
     def _watch(self) -> None:
-        while not self._stop.wait(2.0):
+        while not self._stop.wait(1.0):
             code = self.process.poll()
             if code is not None and not self._stop.is_set():
-                log.error("embedded worker exited with %s; starting a new one", code)
-                self.process = start_embedded_worker(self.settings)
+                log.error("%s exited with %s; starting a new one", self.name, code)
+                self.process = self._start()
 
     def stop(self) -> None:
         self._stop.set()
         self.process.terminate()
+
+    def wait(self) -> None:
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def stop_all(children: list[Supervisor]) -> None:
+    for child in children:
+        child.stop()
+    for child in children:
+        child.wait()
 
 
 async def _serve_http(services: Services, relay: OutboxRelay, stop: asyncio.Event) -> None:
@@ -84,7 +97,6 @@ async def _serve_http(services: Services, relay: OutboxRelay, stop: asyncio.Even
 
 
 def serve(settings: Settings, demo: bool = False) -> None:
-    from dicom.scp import start_scp
     from workers.app import configure, publish
 
     services = Services.from_settings(settings)
@@ -96,25 +108,49 @@ def serve(settings: Settings, demo: bool = False) -> None:
     relay = OutboxRelay(services.db, publish, settings.outbox_redeliver_seconds)
     relay.start()
     relay.kick()  # anything left from before a restart goes out now
-    worker = WorkerSupervisor(settings) if settings.run_embedded_worker else None
-    scp = start_scp(services, on_studies_complete=lambda _cases: relay.kick())
+    children = [
+        Supervisor(f"dicom-receiver-{i + 1}", _child_command("receive"), settings)
+        for i in range(settings.receiver_processes)
+    ]
+    if settings.run_embedded_worker:
+        children.append(Supervisor("worker", worker_command(settings), settings))
     http_url = f"http://{settings.http_host}:{settings.http_port}"
     stop = asyncio.Event()
     try:
         if demo:
             print(banner(http_url, settings.dicom_port, settings.ae_title), flush=True)
         log.info(
-            "telehub serving %s, DICOM %s on port %s, worker %s",
+            "telehub serving %s, DICOM %s on port %s (%d receiving processes), worker %s",
             http_url,
             settings.ae_title,
             settings.dicom_port,
-            "embedded" if worker else "external",
+            settings.receiver_processes,
+            "embedded" if settings.run_embedded_worker else "external",
         )
         asyncio.run(_serve_http(services, relay, stop))
     finally:
         log.info("shutting down")
+        stop_all(children)
+        relay.stop()
+        services.close()
+
+
+def receive(settings: Settings) -> None:
+    """One DICOM receiving process (``telehub receive``); ``serve`` starts several."""
+    from dicom.scp import start_scp
+    from workers.app import configure, publish
+
+    services = Services.from_settings(settings)
+    configure(settings)
+    relay = OutboxRelay(services.db, publish, settings.outbox_redeliver_seconds)
+    relay.start()
+    scp = start_scp(services, on_studies_complete=lambda _cases: relay.kick())
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
         scp.shutdown()
         relay.stop()
-        if worker is not None:
-            worker.stop()
         services.close()

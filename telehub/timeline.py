@@ -24,6 +24,8 @@ class Event:
     REPORT_FINAL = "report_final"
     ECG_ANALYSED = "ecg_analysed"
     PRIORITY_RAISED = "priority_raised"
+    INSTANCE_RESENT = "instance_resent"
+    MARKED_COMPLETE = "marked_complete"
 
 
 def record(

@@ -250,17 +250,23 @@ ECG_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ecg
 def need_dcmtk() -> None:
     """DCMTK's command-line tools are real DICOM peers we did not write; install them from
     Debian when missing (the suite runs as root on a fresh machine)."""
-    import shutil
     import subprocess
 
-    if shutil.which("storescu") and shutil.which("findscu"):
+    if Path(DCMTK_BIN, "storescu").exists() and Path(DCMTK_BIN, "findscu").exists():
         return
     result = subprocess.run(
         ["apt-get", "install", "-y", "-q", "dcmtk"], capture_output=True, text=True, timeout=600
     )
-    if result.returncode != 0 or not shutil.which("storescu"):
+    if result.returncode != 0 or not Path(DCMTK_BIN, "storescu").exists():
         need_service("DCMTK", result.stderr[-500:] or "apt-get install dcmtk failed")
 
 
+#: Debian's DCMTK. pynetdicom installs apps of the same names (storescu, findscu...) that come
+#: first on a pyenv PATH, so DCMTK_ENV puts DCMTK's folder first.
+DCMTK_BIN = "/usr/bin"
 #: Environment for DCMTK tools: without TCP_NODELAY=1 Debian's DCMTK leaves Nagle on and crawls.
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+DCMTK_ENV = {
+    **os.environ,
+    "TCP_NODELAY": "1",
+    "PATH": f"{DCMTK_BIN}:{os.environ.get('PATH', '')}",
+}

@@ -98,22 +98,25 @@ def test_clinic_send_to_signed_report_embedded(embedded_hub: Hub) -> None:
 
 
 def test_killed_embedded_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
-    """kill -9 of the embedded worker: the hub starts a new one and the case is still routed."""
+    """kill -9 of the embedded worker and the DICOM receivers: the hub starts new ones and the
+    case is still received and routed."""
     import os
     import signal
     import subprocess
     import time
 
-    from tests.helpers import fresh_copy, start_hub
+    from tests.helpers import fresh_copy, start_hub, wait_port
 
     hub = start_hub(tmp_path)
     try:
         pid = hub.proc.popen.pid
         children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
         workers = [int(p) for p in children.stdout.split()]
-        assert workers, "the hub has no worker child"
+        assert len(workers) >= 2, "the hub has no worker or receiver child"
         for worker in workers:
             os.kill(worker, signal.SIGKILL)
+        time.sleep(0.5)
+        wait_port(hub.dicom_port)
         path = fresh_copy("CT_small.dcm", tmp_path / "in")
         assert send_paths([path], "127.0.0.1", hub.dicom_port, "CLINIC1").sent == 1
         api = hub.api
@@ -121,6 +124,7 @@ def test_killed_embedded_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) 
         started = time.monotonic()
         api.wait_for("/api/v1/worklist", reader, lambda body: body["cases"] or None, timeout=60)
         assert time.monotonic() - started < 60
-        assert "embedded worker exited" in hub.proc.output()
+        assert "worker exited with" in hub.proc.output()
+        assert "dicom-receiver-1 exited with" in hub.proc.output()
     finally:
         hub.proc.stop()

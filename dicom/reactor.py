@@ -1,0 +1,141 @@
+"""Wake pynetdicom's polling loops on events instead of sleeping a fixed millisecond.
+
+pynetdicom 3.0 runs two loops per association: the DUL reactor (socket <-> state machine) and
+the association reactor (DIMSE messages -> handlers). Each sleeps ~1 ms whenever it finds
+nothing to do, so every C-STORE request and its response wait out up to three sleeps: about
+300 small instances/s per association at best (see ../shared/PEERS.md and pynetdicom issues
+#120, #650). Here both sleeps become waits that return as soon as there is work:
+
+* the DUL thread waits in ``select`` on its socket and on a wake-up socketpair that is written
+  whenever a primitive is queued for sending (``to_provider_queue.put``);
+* the association thread waits on its DIMSE message queue's condition.
+
+Both still return after a bounded timeout so timers (ARTIM, idle) and kill flags are checked as
+before. The loops themselves are untouched: only the ``time`` module the two pynetdicom modules
+see is replaced by one whose ``sleep`` does the wait when called from those threads. Installed
+once per process by :func:`install`, for the pynetdicom versions it was checked against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import ssl
+import threading
+import time
+import types
+from typing import Any
+
+import pynetdicom
+from pynetdicom import association as _association
+from pynetdicom import dul as _dul
+
+log = logging.getLogger(__name__)
+
+#: Longest wait before the loops look at their timers and kill flags again.
+MAX_WAIT = 0.02
+CHECKED_VERSIONS = ("3.0.",)
+_installed = False
+
+
+class _WakeQueue(queue.Queue):  # type: ignore[type-arg]
+    """The DUL's outgoing primitive queue: a put also wakes the DUL thread."""
+
+    def __init__(self, waker: socket.socket) -> None:
+        super().__init__()
+        self._waker = waker
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        # A full pipe already wakes the reader; a closed one has no reader left.
+        with contextlib.suppress(OSError):
+            self._waker.send(b"\0")
+
+
+def _dul_wait(dul: _dul.DULServiceProvider, delay: float) -> None:
+    wake = getattr(dul, "_telehub_wake", None)
+    sock = getattr(dul.socket, "socket", None) if dul.socket is not None else None
+    if wake is None or sock is None:
+        time.sleep(delay)
+        return
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return
+    if not dul.to_provider_queue.empty() or not dul.event_queue.empty():
+        return
+    try:
+        readable, _, _ = select.select([sock, wake], [], [], MAX_WAIT)
+    except (OSError, ValueError):
+        return  # the socket closed: let the loop find out
+    if wake in readable:
+        with contextlib.suppress(OSError):
+            while wake.recv(4096):
+                pass
+
+
+def _association_wait(assoc: _association.Association, delay: float) -> None:
+    messages = assoc.dimse.msg_queue
+    with messages.not_empty:
+        if not messages._qsize():
+            messages.not_empty.wait(MAX_WAIT)
+
+
+def _sleep(delay: float) -> None:
+    current = threading.current_thread()
+    if isinstance(current, _dul.DULServiceProvider):
+        _dul_wait(current, delay)
+    elif isinstance(current, _association.Association) and delay == 0.001:
+        _association_wait(current, delay)
+    else:
+        time.sleep(delay)
+
+
+def prepare(assoc: _association.Association) -> None:
+    """Give one association's DUL its wake-up pair; call when the connection opens, before
+    anything is queued for sending."""
+    dul = assoc.dul
+    if getattr(dul, "_telehub_wake", None) is not None:
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    dul._telehub_wake = reader  # type: ignore[attr-defined]
+    dul._telehub_waker = writer  # type: ignore[attr-defined]
+    pending = dul.to_provider_queue
+    dul.to_provider_queue = _WakeQueue(writer)
+    while True:
+        try:
+            dul.to_provider_queue.put(pending.get_nowait())
+        except queue.Empty:
+            break
+
+
+def release(assoc: _association.Association) -> None:
+    """Close the association's wake-up pair once it has ended."""
+    for name in ("_telehub_wake", "_telehub_waker"):
+        sock = getattr(assoc.dul, name, None)
+        if sock is not None:
+            sock.close()
+
+
+def install() -> bool:
+    """Patch pynetdicom's loops in this process; False (and unpatched) for an unchecked
+    pynetdicom version."""
+    global _installed
+    if _installed:
+        return True
+    if not pynetdicom.__version__.startswith(CHECKED_VERSIONS):
+        log.warning(
+            "pynetdicom %s is not one the event-driven loops were checked against; "
+            "keeping its polling loops",
+            pynetdicom.__version__,
+        )
+        return False
+    patched = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if k[0] != "_"})
+    patched.sleep = _sleep
+    _dul.time = patched  # type: ignore[attr-defined]
+    _association.time = patched  # type: ignore[attr-defined]
+    _installed = True
+    return True
