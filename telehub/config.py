@@ -31,13 +31,24 @@ class Settings:
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112
     ae_title: str = "TELEHUB"
+    #: DICOM receiving processes sharing the port (SO_REUSEPORT); 0 = one per CPU core.
+    dicom_processes: int = 0
+    #: A re-sent SOP instance with different content: "keep" the first or "replace" it.
+    dicom_duplicates: str = "keep"
+    #: Seconds without a new instance, after a transfer ends, before a study counts as complete
+    #: (0: at once). For modalities that send one series per association.
+    study_quiet_seconds: float = 0.0
     token_ttl_seconds: int = 12 * 3600
     #: How long a dispatched outbox message may stay unfinished before it is sent again.
     outbox_redeliver_seconds: float = 60.0
     #: Run a Celery worker as a child of ``telehub serve``; None means "when the broker is local".
     embedded_worker: bool | None = None
     worker_concurrency: int = 2
+    #: Largest STOW-RS request body (bytes); bigger ones are refused with 413.
+    stow_max_bytes: int = 4 * 1024**3
     log_level: str = "INFO"
+    #: Browser origins allowed to call /dicomweb (a web viewer such as OHIF); comma list, "*" any.
+    cors_origins: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     # ----- derived values -------------------------------------------------------------
@@ -60,6 +71,19 @@ class Settings:
     @property
     def broker_folder(self) -> Path:
         return (self.data / "broker").resolve()
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @property
+    def receiver_processes(self) -> int:
+        return self.dicom_processes or max(1, min(os.cpu_count() or 1, 8))
+
+    @property
+    def spool(self) -> Path:
+        """Local, durable staging folder on the data disk (received files, uploads)."""
+        return (self.data / "spool").resolve()
 
     @property
     def run_embedded_worker(self) -> bool:
@@ -105,6 +129,10 @@ class Settings:
             raise ConfigError("ports must be between 1 and 65535")
         if not (0 < len(settings.ae_title) <= 16):
             raise ConfigError("ae_title must be 1 to 16 characters")
+        if settings.dicom_duplicates not in ("keep", "replace"):
+            raise ConfigError("dicom_duplicates must be 'keep' or 'replace'")
+        if settings.dicom_processes < 0 or settings.study_quiet_seconds < 0:
+            raise ConfigError("dicom_processes and study_quiet_seconds cannot be negative")
         return settings
 
     def as_environment(self) -> dict[str, str]:
