@@ -170,7 +170,12 @@ class Receiver:
         released = event.event is evt.EVT_RELEASED
         reason = "association released" if released else "association aborted"
         try:
-            cases = ingest.complete_studies(self.services.db, state.studies, reason)
+            cases = ingest.complete_studies(
+                self.services.db,
+                state.studies,
+                reason,
+                self.services.settings.study_quiet_seconds,
+            )
         except Exception:
             log.exception("could not mark studies complete: %s", sorted(state.studies))
             return
@@ -236,6 +241,7 @@ def start_scp(
         evt_handlers=[*receiver.handlers(), *query_retrieve.handlers()],
         server_class=SharedPortServer,
     )
+    ae._servers.append(server)  # as start_server does; shutdown() removes it
     threading.Thread(
         target=server.serve_forever, name=f"dicom-accept-{settings.dicom_port}", daemon=True
     ).start()

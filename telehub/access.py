@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, or_, true
+from sqlalchemy import ColumnElement, false, or_, select, true
 
 from telehub.auth import Principal
-from telehub.db.models import Case, Role
+from telehub.db.models import Case, ReadingCentre, Role
 
 
 def visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -20,3 +20,10 @@ def visible_to(principal: Principal) -> ColumnElement[bool]:
             clauses.append(Case.centre_id == principal.centre_id)
         return or_(*clauses)
     return false()
+
+
+def visible_to_facility(facility_id: int) -> ColumnElement[bool]:
+    """What a facility's own systems (its DICOM AE title) may see: the union of what its clinic
+    users and its readers see, i.e. the cases it sent and those routed to its reading centres."""
+    centres = select(ReadingCentre.id).where(ReadingCentre.facility_id == facility_id)
+    return or_(Case.origin_facility_id == facility_id, Case.centre_id.in_(centres))

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from dicom.web import routes as dicomweb
-from telehub.api import cases, ecg, health, openapi, session, worklist
+from telehub.api import cases, dicom_nodes, ecg, health, openapi, session, uploads, worklist
 from telehub.api.common import SERVICES, WORK_QUEUED, public
 from telehub.api.middleware import authenticate, errors
 from telehub.services import Services
@@ -32,7 +32,7 @@ def create_app(
     app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_JSON_BODY)
     app[SERVICES] = services
     app[WORK_QUEUED] = on_work_queued
-    for module in (health, session, worklist, cases, ecg, openapi):
+    for module in (health, session, worklist, cases, ecg, dicom_nodes, uploads, openapi):
         app.add_routes(module.routes)
     dicomweb.setup(app)
     app.router.add_get("/", index)

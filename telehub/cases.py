@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
-from telehub import audit, ecgs, tat, timeline
+from telehub import audit, ecgs, ingest, tat, timeline
 from telehub.access import visible_to
 from telehub.auth import Principal
 from telehub.db import Database
@@ -60,6 +60,10 @@ def summary(case: Case) -> dict[str, Any]:
             else None
         ),
         "study_instance_uids": [s.study_uid for s in case.studies],
+        "instance_count": sum(s.instance_count for s in case.studies),
+        "last_received_at": max(
+            (s.last_received_at for s in case.studies), default=case.arrived_at
+        ).isoformat(),
         "modalities": sorted({m for s in case.studies for m in s.modalities.split("\\") if m}),
         "arrived_at": case.arrived_at.isoformat(),
         # Critical automated ECG findings, so a worklist shows why a case jumped the queue.
@@ -184,5 +188,24 @@ def claim(db: Database, principal: Principal, case_id: int, remote: str) -> dict
             )
         timeline.record(session, case_id, timeline.Event.CLAIMED, actor_id=principal.user_id)
         audit.record(session, principal.user_id, "claim", "case", case_id, remote=remote)
+        session.expire(case)
+        return summary(session.get_one(Case, case_id))
+
+
+def mark_complete(db: Database, principal: Principal, case_id: int, remote: str) -> dict[str, Any]:
+    """The sender (or an admin) says every image has arrived: complete the case's studies now
+    instead of waiting for the quiet period, so it is routed at once."""
+    if principal.role not in (Role.CLINIC.value, Role.ADMIN.value):
+        raise Forbidden("only the sending facility or an admin marks a case complete", "forbidden")
+    with db.session() as session:
+        case = _load_visible(session, principal, case_id)
+        reason = f"marked complete by {principal.username}"
+        timeline.record(
+            session, case_id, timeline.Event.MARKED_COMPLETE, actor_id=principal.user_id
+        )
+        for study_uid in session.scalars(select(Study.study_uid).where(Study.case_id == case.id)):
+            ingest.complete_study(session, study_uid, reason)
+        audit.record(session, principal.user_id, "mark_complete", "case", case_id, remote=remote)
+        session.flush()
         session.expire(case)
         return summary(session.get_one(Case, case_id))

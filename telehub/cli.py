@@ -68,6 +68,20 @@ def serve(
 
 @main.command()
 @_config_option
+@click.option("--exit-with-parent", is_flag=True, hidden=True)
+def receive(config_file: str | None, exit_with_parent: bool) -> None:
+    """Run one DICOM receiving process (``serve`` starts several on one port)."""
+    from telehub.serve import receive as run
+
+    settings = _settings(config_file)
+    _logging(settings.log_level)
+    if exit_with_parent:
+        _exit_with_parent()
+    run(settings)
+
+
+@main.command()
+@_config_option
 @click.option("--concurrency", "-c", type=int, help="Worker threads or processes.")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork")
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
@@ -131,38 +145,68 @@ def migrate(config_file: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=11112, show_default=True, type=int)
-@click.option("--aet", "calling_aet", required=True, help="Our calling AE title, e.g. CLINIC1.")
+@click.option(
+    "--aet", "calling_aet", help="Our calling AE title, e.g. CLINIC1: DICOM files go by C-STORE."
+)
 @click.option("--called", "called_aet", default="TELEHUB", show_default=True)
 @click.option(
-    "--http", "http_url", help="Hub URL for ECG files (WFDB, XML, zip), e.g. http://127.0.0.1:8080."
+    "--http",
+    "http_url",
+    help="Hub URL, e.g. https://hub.example:8080: ECG files (WFDB, XML, zip) go there, and DICOM "
+    "files too (resumable upload) unless --aet is given.",
 )
 @click.option(
     "--user", help="Account for the HTTP upload; password from TELEHUB_PASSWORD or a prompt."
+)
+@click.option(
+    "--stow-only",
+    is_flag=True,
+    help="DICOM over plain STOW-RS, one request per batch, to the DICOMweb root given as --http "
+    "(e.g. http://orthanc:8042/dicom-web) instead of the hub's resumable uploads.",
+)
+@click.option("--batch-mb", default=16.0, show_default=True, help="DICOM batch size (HTTP).")
+@click.option("--chunk-mb", default=4.0, show_default=True, help="Upload chunk size (HTTP).")
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Journal of files the hub accepted (default: in the user's cache folder).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def send(
     paths: tuple[str, ...],
     host: str,
     port: int,
-    calling_aet: str,
+    calling_aet: str | None,
     called_aet: str,
     http_url: str | None,
     user: str | None,
+    stow_only: bool,
+    batch_mb: float,
+    chunk_mb: float,
+    journal: Path | None,
     quiet: bool,
 ) -> None:
-    """Send studies and ECGs to a hub, as a clinic's devices would: DICOM files by C-STORE,
-    other ECG files (WFDB records, aECG XML, zips) by HTTP upload."""
+    """Send studies and ECGs to a hub, as a clinic's devices would: DICOM files by C-STORE
+    (--aet) or by resumable HTTPS upload (--http without --aet, for clinics behind NAT), other
+    ECG files (WFDB records, aECG XML, zips) by HTTP upload."""
     from dicom.send import find_dicom_files, send_paths
     from ecg.upload import split_ecg_files, upload_ecgs
 
     dicom_files, ecg_groups = split_ecg_files(find_dicom_files(paths))
-    failed = False
-    if ecg_groups:
-        if not http_url or not user:
-            raise click.UsageError("ECG files need --http URL and --user to upload over HTTP")
+    dicom_over_http = bool(dicom_files) and not calling_aet
+    if dicom_over_http and not http_url:
+        raise click.UsageError("DICOM files need --aet (C-STORE) or --http URL --user (HTTPS)")
+    if (ecg_groups or (dicom_over_http and not stow_only)) and (not http_url or not user):
+        what = "ECG files" if ecg_groups else "DICOM over HTTP"
+        raise click.UsageError(f"{what} need --http URL and --user to upload over HTTP")
+    password = None
+    if user and (ecg_groups or dicom_over_http):
         password = os.environ.get("TELEHUB_PASSWORD") or click.prompt(
             f"password for {user}", hide_input=True
         )
+    failed = False
+    if ecg_groups:
+        assert http_url and user and password is not None
         for outcome in upload_ecgs(http_url, user, password, ecg_groups):
             names = ", ".join(Path(f).name for f in outcome.files)
             if outcome.error:
@@ -170,7 +214,31 @@ def send(
                 click.echo(f"  refused {names}: {outcome.error}", err=True)
             else:
                 click.echo(f"uploaded {names}: case {outcome.case_id}")
-    if dicom_files:
+    if dicom_over_http:
+        from dicom.send_http import send_http
+
+        assert http_url
+        sent = send_http(
+            dicom_files,
+            http_url,
+            user,
+            password,
+            batch_bytes=int(batch_mb * 1024 * 1024),
+            chunk_bytes=int(chunk_mb * 1024 * 1024),
+            progress=not quiet,
+            stow_only=stow_only,
+            journal=journal,
+        )
+        click.echo(
+            f"uploaded {sent.bytes_sent / 1e6:.1f} MB in {sent.seconds:.1f} s: accepted "
+            f"{sent.accepted} instance(s), already on the hub {sent.skipped}, "
+            f"refused {len(sent.refused)}"
+        )
+        for refused in sent.refused:
+            click.echo(f"  refused {refused.path}: {refused.reason}", err=True)
+        failed = failed or bool(sent.refused)
+    elif dicom_files:
+        assert calling_aet
         result = send_paths(dicom_files, host, port, calling_aet, called_aet, progress=not quiet)
         rate = result.sent / result.seconds if result.seconds else 0.0
         click.echo(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from telehub.db.models import (
     CaseKind,
     CaseStatus,
     Instance,
+    OutboxMessage,
     Priority,
     Series,
     Study,
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ROUTE_TASK = "telehub.route_case"
 ECG_FROM_DICOM_TASK = "telehub.ecg_from_dicom"
+COMPLETE_IF_QUIET_TASK = "telehub.complete_if_quiet"
 _INDEX_ATTEMPTS = 5
 
 
@@ -358,45 +361,96 @@ def _index(
     return outcome, study.id, series.id
 
 
-def complete_studies(db: Database, study_uids: Iterable[str], reason: str) -> list[int]:
+def complete_studies(
+    db: Database, study_uids: Iterable[str], reason: str, quiet_seconds: float = 0.0
+) -> list[int]:
     """Mark studies complete and queue their routing; returns the ids of cases newly complete.
 
-    Calling it again for a complete study only records that the study grew, if it did.
+    With ``quiet_seconds`` the decision waits, in the outbox (so a restart loses nothing), until
+    no instance has arrived for that long. Calling it again for a complete study records that the
+    study grew only if instances arrived since it was last complete.
     """
+    if quiet_seconds > 0:
+        due = utcnow() + timedelta(seconds=quiet_seconds)
+        with db.session() as session:
+            for study_uid in sorted(set(study_uids)):
+                outbox.enqueue(
+                    session,
+                    COMPLETE_IF_QUIET_TASK,
+                    due_at=due,
+                    study_uid=study_uid,
+                    reason=reason,
+                    quiet_seconds=quiet_seconds,
+                )
+        return []
     newly_complete: list[int] = []
     for study_uid in sorted(set(study_uids)):
         with db.session() as session:
-            study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-            if study is None:
-                continue
-            case = session.get(Case, study.case_id)
-            assert case is not None
-            now = utcnow()
-            if study.completed_at is None:
-                study.completed_at = now
-                timeline.record(
-                    session,
-                    case.id,
-                    timeline.Event.STUDY_COMPLETE,
-                    at=now,
-                    study_uid=study_uid,
-                    instances=study.instance_count,
-                    reason=reason,
-                )
-                if case.status == CaseStatus.RECEIVING.value:
-                    case.status = CaseStatus.COMPLETE.value
-                    outbox.enqueue(session, ROUTE_TASK, case_id=case.id)
-                    newly_complete.append(case.id)
-            else:
-                timeline.record(
-                    session,
-                    case.id,
-                    timeline.Event.STUDY_GREW,
-                    at=now,
-                    study_uid=study_uid,
-                    instances=study.instance_count,
-                    reason=reason,
-                )
-            if case.kind == CaseKind.ECG.value:
-                outbox.enqueue(session, ECG_FROM_DICOM_TASK, case_id=case.id)
+            case_id = complete_study(session, study_uid, reason)
+            if case_id is not None:
+                newly_complete.append(case_id)
+    return newly_complete
+
+
+def complete_if_quiet(
+    db: Database, study_uid: str, reason: str, quiet_seconds: float, outbox_id: int | None
+) -> bool:
+    """The delayed half of :func:`complete_studies`: complete the study if it has been quiet,
+    else look again when it will have been. Idempotent; True when the study was completed."""
+    with db.session() as session:
+        last = session.scalar(select(Study.last_received_at).where(Study.study_uid == study_uid))
+        quiet_until = last + timedelta(seconds=quiet_seconds) if last else utcnow()
+        if quiet_until > utcnow():
+            # Instances arrived meanwhile: this row waits again (same row, so no duplicates).
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id, OutboxMessage.done_at.is_(None))
+                .values(due_at=quiet_until)
+            )
+            return False
+        complete_study(session, study_uid, reason + f" and {quiet_seconds:g} s quiet")
+        outbox.mark_done(session, outbox_id)
+        return True
+
+
+def complete_study(session: Session, study_uid: str, reason: str) -> int | None:
+    """Complete one study in the caller's transaction; the case id if the case became ready."""
+    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    if study is None:
+        return None
+    case = session.get(Case, study.case_id)
+    assert case is not None
+    now = utcnow()
+    newly_complete = None
+    if study.completed_at is None:
+        study.completed_at = now
+        timeline.record(
+            session,
+            case.id,
+            timeline.Event.STUDY_COMPLETE,
+            at=now,
+            study_uid=study_uid,
+            instances=study.instance_count,
+            reason=reason,
+        )
+        if case.status == CaseStatus.RECEIVING.value:
+            case.status = CaseStatus.COMPLETE.value
+            outbox.enqueue(session, ROUTE_TASK, case_id=case.id)
+            newly_complete = case.id
+    elif study.instance_count > study.completed_instance_count:
+        timeline.record(
+            session,
+            case.id,
+            timeline.Event.STUDY_GREW,
+            at=now,
+            study_uid=study_uid,
+            instances=study.instance_count,
+            added=study.instance_count - study.completed_instance_count,
+            reason=reason,
+        )
+    else:
+        return None  # nothing new since it was last complete
+    study.completed_instance_count = study.instance_count
+    if case.kind == CaseKind.ECG.value:
+        outbox.enqueue(session, ECG_FROM_DICOM_TASK, case_id=case.id)
     return newly_complete

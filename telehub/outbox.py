@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -27,8 +27,13 @@ log = logging.getLogger(__name__)
 Publisher = Callable[[str, dict[str, Any]], None]
 
 
-def enqueue(session: Session, task: str, **args: Any) -> OutboxMessage:
+def enqueue(
+    session: Session, task: str, due_at: datetime | None = None, **args: Any
+) -> OutboxMessage:
+    """Leave ``task(**args)`` for the relay, to be sent at once or from ``due_at`` on."""
     message = OutboxMessage(task=task, args=args)
+    if due_at is not None:
+        message.due_at = due_at
     session.add(message)
     return message
 

@@ -82,11 +82,11 @@ class FilesystemStore:
         self._tmp = self.root / ".tmp"
         self._tmp.mkdir(exist_ok=True)
 
-    def _path(self, key: str) -> Path:
+    def path_of(self, key: str) -> Path:
         return self.root / _check_key(key)
 
     def _commit(self, tmp_name: str, key: str) -> None:
-        target = self._path(key)
+        target = self.path_of(key)
         _make_dirs_durable(target.parent)
         os.replace(tmp_name, target)
         _fsync_dir(target.parent)
@@ -129,15 +129,15 @@ class FilesystemStore:
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")
+            return open(self.path_of(key), "rb")
         except FileNotFoundError as exc:
             raise ObjectNotFound(key) from exc
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return self.path_of(key).is_file()
 
     def delete(self, key: str) -> None:
-        _unlink_quietly(self._path(key))
+        _unlink_quietly(self.path_of(key))
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -164,11 +164,26 @@ class S3Store:
         secure: bool = False,
         region: str | None = None,
     ) -> None:
+        import urllib3
         from minio import Minio
 
         self.bucket = bucket
+        # A few quick retries, then fail: the spool's mover tries again anyway, and a caller
+        # should learn of an outage in seconds, not after minio's default minutes of backoff.
+        http = urllib3.PoolManager(
+            maxsize=16,
+            timeout=urllib3.Timeout(connect=5, read=60),
+            retries=urllib3.Retry(
+                total=3, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
+            ),
+        )
         self.client = Minio(
-            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
         )
 
     def ensure_bucket(self) -> None:

@@ -9,7 +9,7 @@ import threading
 
 from sqlalchemy.exc import OperationalError
 
-from telehub import ecgs, outbox, routing
+from telehub import ecgs, ingest, outbox, routing
 from telehub.services import Services
 from workers.app import app, settings
 
@@ -36,6 +36,20 @@ def services() -> Services:
 def route_case(case_id: int, outbox_id: int | None = None) -> None:
     decision = routing.route_case(services().db, case_id, outbox_id)
     log.info("case %s: %s (centre %s)", case_id, decision.rule, decision.centre_id)
+
+
+@app.task(
+    name="telehub.complete_if_quiet",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def complete_if_quiet(
+    study_uid: str, reason: str, quiet_seconds: float, outbox_id: int | None = None
+) -> None:
+    if ingest.complete_if_quiet(services().db, study_uid, reason, quiet_seconds, outbox_id):
+        log.info("study %s complete after %g s quiet", study_uid, quiet_seconds)
 
 
 @app.task(
@@ -100,3 +114,20 @@ def ecg_from_dicom(case_id: int, outbox_id: int | None = None) -> None:
         ecgs.add_dicom_ecg(svc.db, svc.store, case_id, key, upload, dumps(ecg))
     with svc.db.session() as session:
         outbox.mark_done(session, outbox_id)
+
+
+@app.task(
+    name="telehub.dicomweb_metadata",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def dicomweb_metadata(study_uid: str, outbox_id: int | None = None) -> None:
+    """Build the DICOMweb metadata of the study's new or grown series once, so viewers never
+    wait for it; series already up to date are skipped, so a rerun changes nothing."""
+    from dicom.web import metadata
+
+    svc = services()
+    built = metadata.ensure_study(svc.db, svc.store, study_uid, outbox_id)
+    log.info("study %s: DICOMweb metadata built for %s series", study_uid, built)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from telehub import cases, reports
-from telehub.api.common import int_param, json_body, path_id, principal, remote, run, services
+from telehub.api.common import (
+    WORK_QUEUED,
+    int_param,
+    json_body,
+    path_id,
+    principal,
+    remote,
+    run,
+    services,
+)
 from telehub.db.models import CaseStatus
 from telehub.errors import Invalid
 
@@ -53,6 +62,20 @@ async def claim(request: web.Request) -> web.Response:
         path_id(request),
         remote(request),
     )
+    return web.json_response(data)
+
+
+@routes.post("/api/v1/cases/{id}/complete")
+async def mark_complete(request: web.Request) -> web.Response:
+    data = await run(
+        request,
+        cases.mark_complete,
+        services(request).db,
+        principal(request),
+        path_id(request),
+        remote(request),
+    )
+    request.app[WORK_QUEUED]()
     return web.json_response(data)
 
 

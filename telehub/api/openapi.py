@@ -24,10 +24,76 @@ def _responses(ok: dict[str, Any], *errors: int, ok_status: str = "200") -> dict
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_UPLOAD_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _PAGE = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
 ]
+
+_DICOM_JSON = {"application/dicom+json": {"schema": {"type": "array", "items": {"type": "object"}}}}
+_QIDO = {
+    "get": {
+        "summary": "QIDO-RS search (PS3.18 10.6): attribute=value by keyword or tag, wildcards, "
+        "UID lists, date/time ranges, includefield, limit, offset; visible studies only",
+        "parameters": [
+            {"name": "includefield", "in": "query", "schema": {"type": "string"}},
+            *_PAGE,
+        ],
+        "responses": {
+            "200": {"description": "matches (an empty array for none)", "content": _DICOM_JSON},
+            **{
+                k: v
+                for k, v in _responses({}, 400, 401, 404).items()
+                if k != "200"  # 404: a study or series in the path the caller cannot see
+            },
+        },
+    }
+}
+_STOW = {
+    "post": {
+        "summary": "STOW-RS store instances (PS3.18 10.5), as the calling clinic's facility",
+        "requestBody": {
+            "required": True,
+            "content": {'multipart/related; type="application/dicom"': {}},
+        },
+        "responses": {
+            **{
+                str(code): {
+                    "description": meaning,
+                    "content": {"application/dicom+json": {"schema": {"type": "object"}}},
+                }
+                for code, meaning in (
+                    (200, "all stored"),
+                    (202, "some stored, FailedSOPSequence lists the others"),
+                    (409, "none stored"),
+                )
+            },
+            **{k: v for k, v in _responses({}, 400, 401, 403, 413, 415).items() if k != "200"},
+        },
+    }
+}
+_STUDY_UID = {"name": "study", "in": "path", "required": True, "schema": {"type": "string"}}
+_SERIES_UID = {"name": "series", "in": "path", "required": True, "schema": {"type": "string"}}
+_DICOMWEB_STOW_QIDO: dict[str, Any] = {
+    "/dicomweb/studies": {**_QIDO, **_STOW},
+    "/dicomweb/studies/{study}": {
+        "post": {**_STOW["post"], "parameters": [_STUDY_UID]},
+    },
+    "/dicomweb/series": _QIDO,
+    "/dicomweb/instances": _QIDO,
+    "/dicomweb/studies/{study}/series": {
+        "get": {**_QIDO["get"], "parameters": [_STUDY_UID, *_QIDO["get"]["parameters"]]}
+    },
+    "/dicomweb/studies/{study}/instances": {
+        "get": {**_QIDO["get"], "parameters": [_STUDY_UID, *_QIDO["get"]["parameters"]]}
+    },
+    "/dicomweb/studies/{study}/series/{series}/instances": {
+        "get": {
+            **_QIDO["get"],
+            "parameters": [_STUDY_UID, _SERIES_UID, *_QIDO["get"]["parameters"]],
+        }
+    },
+}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -129,6 +195,75 @@ SPEC: dict[str, Any] = {
                 ),
             }
         },
+        "/api/v1/uploads": {
+            "post": {
+                "summary": "Open a resumable upload (tus 1.0 creation; JSON or Upload-Length and "
+                "Upload-Metadata headers) of a STOW-RS multipart/related body",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["size", "content_type"],
+                                "properties": {
+                                    "size": {"type": "integer"},
+                                    "content_type": {"type": "string"},
+                                    "sha256": {"type": "string"},
+                                    "metadata": {"type": "object"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": _responses(
+                    {"$ref": "#/components/schemas/Upload"}, 400, 401, 413, 415, ok_status="201"
+                ),
+            }
+        },
+        "/api/v1/uploads/{id}": {
+            "head": {
+                "summary": "The upload's offset (Upload-Offset, Upload-Length headers)",
+                "parameters": [_UPLOAD_ID],
+                "responses": {"200": {"description": "OK"}, "404": {"description": "not found"}},
+            },
+            "get": {
+                "summary": "The upload: offset, state and, once processed, the STOW-RS answer",
+                "parameters": [_UPLOAD_ID],
+                "responses": _responses({"$ref": "#/components/schemas/Upload"}, 401, 404),
+            },
+            "patch": {
+                "summary": "Append a chunk at Upload-Offset (application/offset+octet-stream); "
+                "fsynced before the new offset is answered; the last chunk processes the body",
+                "parameters": [
+                    _UPLOAD_ID,
+                    {
+                        "name": "Upload-Offset",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "integer"},
+                    },
+                ],
+                "responses": {
+                    "204": {"description": "stored; Upload-Offset is the new offset"},
+                    **_responses({}, 400, 401, 404, 409, 415, 423),
+                },
+            },
+            "delete": {
+                "summary": "Abandon the upload (tus termination)",
+                "parameters": [_UPLOAD_ID],
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "404": {"description": "not found"},
+                },
+            },
+        },
+        "/api/v1/uploads/{id}/complete": {
+            "post": {
+                "summary": "The processing answer, the same every time (202 while processing)",
+                "parameters": [_UPLOAD_ID],
+                "responses": _responses({"$ref": "#/components/schemas/Upload"}, 401, 404, 409),
+            }
+        },
         "/api/v1/ecg": {
             "post": {
                 "summary": "Upload an ECG (WFDB files, HL7 aECG or vendor XML, or a zip of them); "
@@ -207,10 +342,64 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/dicom-nodes": {
+            "get": {
+                "summary": "C-MOVE destinations (admin only)",
+                "responses": _responses({"type": "object"}, 401, 403),
+            },
+            "post": {
+                "summary": "Register a C-MOVE destination of a facility (admin only)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ae_title", "host", "port", "facility_id"],
+                                "properties": {
+                                    "ae_title": {"type": "string", "maxLength": 16},
+                                    "host": {"type": "string"},
+                                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                    "facility_id": {"type": "integer"},
+                                    "description": {"type": "string", "maxLength": 200},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _responses({"type": "object"}, 400, 401, 403, 409, ok_status="201"),
+            },
+        },
+        "/api/v1/dicom-nodes/{id}": {
+            "delete": {
+                "summary": "Remove a C-MOVE destination (admin only)",
+                "parameters": [_ID],
+                "responses": _responses({"type": "object"}, 401, 403, 404),
+            }
+        },
+        **_DICOMWEB_STOW_QIDO,
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
+            "Upload": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "url": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "offset": {"type": "integer"},
+                    "content_type": {"type": "string"},
+                    "state": {"enum": ["receiving", "processing", "done"]},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "status": {"type": ["integer", "null"]},
+                    "result": {
+                        "type": ["object", "null"],
+                        "description": "stow: the STOW-RS DICOM JSON answer; failures: the "
+                        "hub's reason per refused instance; or error and message",
+                    },
+                },
+            },
             "Error": {
                 "type": "object",
                 "required": ["error", "message"],

@@ -235,6 +235,8 @@ class Study(Base):
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: instance_count when the study was last marked complete (so a later batch shows growth).
+    completed_instance_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     case: Mapped[Case] = relationship(back_populates="studies")
     series: Mapped[list[Series]] = relationship(order_by="Series.id")
@@ -359,3 +361,63 @@ class AuditEntry(Base):
     resource_id: Mapped[str] = mapped_column(String(80), default="")
     remote: Mapped[str] = mapped_column(String(80), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SeriesMetadata(Base):
+    """A series' DICOMweb metadata, built once and kept in the object store (OHIF asks for every
+    series' metadata when a study opens). Stale when the series has more instances than built."""
+
+    __tablename__ = "dicomweb_series_metadata"
+
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), primary_key=True)
+    #: The series' instance count the object was built from (instances are only ever added).
+    instance_count: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DicomNode(Base):
+    """A DICOM peer the hub may C-MOVE to (a workstation or PACS of a member facility);
+    destinations are only these, never an address taken from a request."""
+
+    __tablename__ = "dicom_nodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    #: The facility the node belongs to; only that facility's AE titles may move to it.
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"), index=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UploadState(enum.StrEnum):
+    RECEIVING = "receiving"  # bytes arriving (or all there, not yet processed)
+    PROCESSING = "processing"  # the assembled body is being stored
+    DONE = "done"  # processed; ``result`` holds the answer, the spool file is gone
+
+
+class Upload(Base):
+    """A resumable upload session (tus-style) owned by one user: the body is spooled on the
+    hub's disk, each acknowledged offset fsynced; processed once, its answer kept for repeats."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (_check("state", UploadState),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    content_type: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=UploadState.RECEIVING.value)
+    #: The processing answer (STOW-RS DICOM JSON, or an error) and its HTTP status.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    processing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
