@@ -206,7 +206,9 @@ def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     QueryRetrieve.add_contexts(ae)
     ae.maximum_associations = 64
-    ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
+    # Large enough for few PDUs per instance, small enough that a peer cannot make us hold a
+    # huge PDU in memory (the data set itself streams to a file; see STORE_RECV_CHUNKED_DATASET).
+    ae.maximum_pdu_size = 1024 * 1024
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.network_timeout = 120
