@@ -1,18 +1,19 @@
 """Structural check of a received dataset: every element's declared length is really there.
 
 pydicom reads truncated files without complaint (a short read just yields a short value), so a
-C-STORE whose data set was cut off would otherwise be stored and acknowledged. This walks the
-top-level element headers, seeking past large values, which costs microseconds per instance.
+C-STORE whose data set was cut off would otherwise be stored and acknowledged. This walks every
+element header, nested ones included, skipping values by their length: microseconds per instance.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
 import warnings
 from pathlib import Path
 
-from pydicom.dataelem import RawDataElement
-from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 UNDEFINED = 0xFFFFFFFF
@@ -27,38 +28,132 @@ def check_structure(path: Path | str) -> UID:
 
     Returns the transfer syntax from the file meta information.
     """
-    size = os.path.getsize(path)
     with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             read_preamble(fp, False)
             meta = _read_file_meta_info(fp)
-            ts = UID(str(meta.get("TransferSyntaxUID", "")))
-            if not ts:
-                raise MalformedDataset("file meta has no transfer syntax")
-            if ts == DeflatedExplicitVRLittleEndian:
-                return ts  # a deflate stream is checked by zlib when it is read
-            position = fp.tell()
-            count = 0
-            for elem in data_element_generator(
-                fp, ts.is_implicit_VR, ts.is_little_endian, defer_size=256
-            ):
-                count += 1
-                if isinstance(elem, RawDataElement) and elem.length != UNDEFINED:
-                    end = elem.value_tell + elem.length
-                    have = len(elem.value) if elem.value is not None else elem.length
-                    if end > size or have != elem.length:
-                        raise MalformedDataset(
-                            f"element {elem.tag} declares {elem.length} bytes, "
-                            f"data set ends after {size - elem.value_tell}"
-                        )
-                position = fp.tell()
-        except MalformedDataset:
-            raise
+            ts = UID(str(meta.get("TransferSyntaxUID", "")).strip().rstrip("\0"))
+            little, implicit = ts.is_little_endian, ts.is_implicit_VR
+        except ValueError as exc:
+            raise MalformedDataset(f"not a known transfer syntax: {exc}") from exc
         except Exception as exc:  # pydicom raises many types on garbage
-            raise MalformedDataset(f"cannot parse data set: {exc}") from exc
-    if count == 0:
-        raise MalformedDataset("data set is empty")
-    if position != size:
-        raise MalformedDataset(f"data set ends inside an element header ({size - position} bytes)")
+            raise MalformedDataset(f"cannot parse file meta information: {exc}") from exc
+        if ts == DeflatedExplicitVRLittleEndian:
+            return ts  # a deflate stream is checked by zlib when it is read
+        start = fp.tell()
+        size = os.fstat(fp.fileno()).st_size
+        if start >= size:
+            raise MalformedDataset("data set is empty")
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            explicit = not implicit
+            if explicit and not buf[start + 4 : start + 6].isalpha():
+                explicit = False  # implicit VR despite the syntax: pydicom reads these too
+            _Walker(buf, explicit, "<" if little else ">").dataset(
+                start, size, in_item=False
+            )
     return ts
+
+
+class _Walker:
+    """Element headers only, in a tight loop over a memory map: values are skipped by their
+    length (so a 1 GB pixel data element costs nothing), sequences and encapsulated pixel data
+    are followed item by item. pydicom's own reader costs ~10x more per element."""
+
+    def __init__(self, buf: mmap.mmap, explicit: bool, endian: str) -> None:
+        self.buf = buf
+        self.explicit = explicit
+        self.tag = struct.Struct(endian + "HH")
+        self.u16 = struct.Struct(endian + "H")
+        self.u32 = struct.Struct(endian + "L")
+
+    def _need(self, pos: int, count: int, end: int) -> None:
+        if pos + count > end:
+            raise MalformedDataset(
+                f"data set ends inside an element header ({end - pos} bytes left at {pos})"
+            )
+
+    def dataset(self, pos: int, end: int, in_item: bool) -> int:
+        """Walk elements from ``pos``; stop at ``end``, or after the item delimiter of an
+        undefined-length item. Returns the position after the last byte consumed."""
+        buf = self.buf
+        while pos < end:
+            self._need(pos, 8, end)
+            group, element = self.tag.unpack_from(buf, pos)
+            if group == 0xFFFE:
+                if in_item and element == 0xE00D:
+                    return pos + 8
+                raise MalformedDataset(f"unexpected delimiter ({group:04X},{element:04X})")
+            vr = b""
+            if self.explicit:
+                vr = buf[pos + 4 : pos + 6]
+                if vr in _LONG_VRS:
+                    self._need(pos, 12, end)
+                    length = self.u32.unpack_from(buf, pos + 8)[0]
+                    pos += 12
+                elif vr.isalpha() and vr.isupper():
+                    length = self.u16.unpack_from(buf, pos + 6)[0]
+                    pos += 8
+                else:
+                    raise MalformedDataset(f"bad VR {vr!r} at ({group:04X},{element:04X})")
+            else:
+                length = self.u32.unpack_from(buf, pos + 4)[0]
+                pos += 8
+            if length == UNDEFINED:
+                if (group, element) == (0x7FE0, 0x0010) and vr in (b"", b"OB", b"OW"):
+                    pos = self.fragments(pos, end)
+                elif vr == b"UN":  # undefined-length UN is an implicit VR LE sequence
+                    pos = _Walker(buf, False, "<").sequence(pos, end)
+                elif vr in (b"", b"SQ"):
+                    pos = self.sequence(pos, end)
+                else:
+                    raise MalformedDataset(f"undefined length for VR {vr!r}")
+            else:
+                pos += length
+                if pos > end:
+                    raise MalformedDataset(
+                        f"element ({group:04X},{element:04X}) declares {length} bytes, "
+                        f"data set ends after {length - (pos - end)}"
+                    )
+        if in_item:
+            raise MalformedDataset("data set ends inside a sequence item")
+        return pos
+
+    def sequence(self, pos: int, end: int) -> int:
+        while True:
+            self._need(pos, 8, end)
+            group, element = self.tag.unpack_from(self.buf, pos)
+            length = self.u32.unpack_from(self.buf, pos + 4)[0]
+            pos += 8
+            if (group, element) == (0xFFFE, 0xE0DD):
+                return pos
+            if (group, element) != (0xFFFE, 0xE000):
+                raise MalformedDataset(
+                    f"expected a sequence item, found ({group:04X},{element:04X})"
+                )
+            if length == UNDEFINED:
+                pos = self.dataset(pos, end, in_item=True)
+            else:
+                if pos + length > end:
+                    raise MalformedDataset("sequence item runs past the end of the data set")
+                self.dataset(pos, pos + length, in_item=False)
+                pos += length
+
+    def fragments(self, pos: int, end: int) -> int:
+        while True:
+            self._need(pos, 8, end)
+            group, element = self.tag.unpack_from(self.buf, pos)
+            length = self.u32.unpack_from(self.buf, pos + 4)[0]
+            pos += 8
+            if (group, element) == (0xFFFE, 0xE0DD):
+                return pos
+            if (group, element) != (0xFFFE, 0xE000) or length == UNDEFINED:
+                raise MalformedDataset("bad encapsulated pixel data fragment")
+            pos += length
+            if pos > end:
+                raise MalformedDataset("pixel data fragment runs past the end of the data set")
+
+
+_LONG_VRS = frozenset(
+    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pydicom.config
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.association import Association
@@ -27,6 +28,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom import tls
 from dicom.integrity import MalformedDataset, check_structure
 from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, read_instance_meta
 from dicom.net import NODELAY_HANDLERS
@@ -130,7 +132,9 @@ class Receiver:
         path = event.dataset_path
         try:
             check_structure(path)
-            meta = read_instance_meta(path, sop_class, sop_uid)
+            meta = read_instance_meta(
+                path, sop_class, sop_uid, self.services.settings.dicom_default_charset
+            )
             outcome = ingest.store_instance(
                 self.services.db,
                 self.services.store,
@@ -229,6 +233,9 @@ def start_scp(
 ) -> ThreadedAssociationServer:
     """Start listening in background threads; stop with ``server.shutdown()``."""
     settings = services.settings
+    # We read a received data set only to index it, and store it as it came: pydicom's
+    # value validation (a regex per element read) would cost a third of that read.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     # pynetdicom writes each received data set to a temporary file: put those on the data
     # disk, beside the folder store, so storing one is a hard link, not a copy.
     incoming = settings.spool / "incoming"
@@ -242,6 +249,7 @@ def start_scp(
         (settings.dicom_host, settings.dicom_port),
         evt_handlers=[*receiver.handlers(), *query_retrieve.handlers()],
         server_class=SharedPortServer,
+        ssl_context=tls.server_context(settings),
     )
     ae._servers.append(server)  # as start_server does; shutdown() removes it
     threading.Thread(

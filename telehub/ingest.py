@@ -15,7 +15,7 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -150,14 +150,30 @@ class _Existing:
     object_key: str
 
 
+# The hot path's statements, built once (building them per call costs more than running them).
+_instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
+_FIND_INSTANCE = (
+    select(_instances.c.id, _studies.c.case_id, _instances.c.sha256, _instances.c.object_key)
+    .join(_series, _series.c.id == _instances.c.series_id)
+    .join(_studies, _studies.c.id == _series.c.study_id)
+    .where(_instances.c.sop_uid == bindparam("sop_uid"))
+)
+_INSERT_INSTANCE = insert(_instances)
+_COUNT_SERIES = (
+    _series.update()
+    .where(_series.c.id == bindparam("series_id"))
+    .values(instance_count=_series.c.instance_count + 1)
+)
+_COUNT_STUDY = (
+    _studies.update()
+    .where(_studies.c.id == bindparam("study_id"))
+    .values(instance_count=_studies.c.instance_count + 1, last_received_at=bindparam("now"))
+)
+
+
 def _find_instance(db: Database, sop_uid: str) -> _Existing | None:
-    with db.reader() as session:
-        row = session.execute(
-            select(Instance.id, Study.case_id, Instance.sha256, Instance.object_key)
-            .join(Series, Series.id == Instance.series_id)
-            .join(Study, Study.id == Series.study_id)
-            .where(Instance.sop_uid == sop_uid)
-        ).first()
+    with db.core(write=False) as conn:
+        row = conn.execute(_FIND_INSTANCE, {"sop_uid": sop_uid}).first()
     return _Existing(*row) if row else None
 
 
@@ -232,37 +248,30 @@ def _index_cached(
         return outcome
     study_id, case_id, modalities = known
     now = utcnow()
-    study_values: dict[str, object] = {
-        "instance_count": Study.__table__.c.instance_count + 1,
-        "last_received_at": now,
-    }
-    new_modality = meta.modality and meta.modality not in modalities
-    if new_modality:
-        study_values["modalities"] = "\\".join(sorted(m for m in (*modalities, meta.modality) if m))
-    with db.session() as session:
-        instance_id = session.execute(
-            insert(Instance.__table__).values(
-                sop_uid=meta.sop_uid,
-                series_id=series_id,
-                sop_class_uid=meta.sop_class_uid,
-                transfer_syntax_uid=meta.transfer_syntax_uid,
-                instance_number=meta.instance_number,
-                object_key=key,
-                size=stored.size,
-                sha256=stored.sha256,
-                received_at=now,
-                source=source[:80],
-            )
+    with db.core() as conn:
+        instance_id = conn.execute(
+            _INSERT_INSTANCE,
+            {
+                "sop_uid": meta.sop_uid,
+                "series_id": series_id,
+                "sop_class_uid": meta.sop_class_uid,
+                "transfer_syntax_uid": meta.transfer_syntax_uid,
+                "instance_number": meta.instance_number,
+                "object_key": key,
+                "size": stored.size,
+                "sha256": stored.sha256,
+                "received_at": now,
+                "source": source[:80],
+            },
         ).inserted_primary_key[0]
-        series_table, study_table = Series.__table__, Study.__table__
-        session.execute(
-            series_table.update()
-            .where(series_table.c.id == series_id)
-            .values(instance_count=series_table.c.instance_count + 1)
-        )
-        session.execute(
-            study_table.update().where(study_table.c.id == study_id).values(**study_values)
-        )
+        conn.execute(_COUNT_SERIES, {"series_id": series_id})
+        conn.execute(_COUNT_STUDY, {"study_id": study_id, "now": now})
+        new_modality = meta.modality and meta.modality not in modalities
+        if new_modality:
+            joined = "\\".join(sorted(m for m in (*modalities, meta.modality) if m))
+            conn.execute(
+                _studies.update().where(_studies.c.id == study_id).values(modalities=joined)
+            )
     if new_modality:
         modalities.add(meta.modality)
     return StoreOutcome(instance_id=instance_id, case_id=case_id, duplicate=False)

@@ -46,3 +46,24 @@ def test_not_dicom_fails(tmp_path: Path) -> None:
     path.write_text("this is not DICOM")
     with pytest.raises(MalformedDataset):
         check_structure(path)
+
+
+def test_mutated_files_never_crash_the_check(tmp_path: Path) -> None:
+    """Cut or byte-flipped versions of pydicom's files: the check answers MalformedDataset or
+    passes, never another exception (which would turn into a processing failure)."""
+    import random
+
+    rng = random.Random(7)
+    path = tmp_path / "mutated.dcm"
+    for name in sorted(dicom_file("CT_small.dcm").parent.glob("*.dcm")):
+        raw = Path(name).read_bytes()
+        for k in range(10):
+            data = bytearray(raw[: rng.randint(0, len(raw) - 1)] if k % 2 == 0 else raw)
+            if k % 2 and len(data) > 200:
+                for _ in range(5):
+                    data[rng.randint(132, len(data) - 1)] = rng.randint(0, 255)
+            path.write_bytes(bytes(data))
+            try:
+                check_structure(path)
+            except MalformedDataset:
+                pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -49,6 +49,16 @@ class Database:
         with self.sessions() as session, session.begin():
             session.connection(execution_options={"sqlite_begin": "DEFERRED"})
             yield session
+
+    @contextmanager
+    def core(self, write: bool = True) -> Iterator[Connection]:
+        """One transaction on a Core connection, without an ORM session: for the ingest hot
+        path, where the session's bookkeeping costs more than the statements."""
+        with self.engine.connect() as conn:
+            if not write:
+                conn.execution_options(sqlite_begin="DEFERRED")
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
