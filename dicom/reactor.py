@@ -80,13 +80,22 @@ def _association_wait(assoc: _association.Association, delay: float) -> None:
     with messages.not_empty:
         if not messages._qsize():
             messages.not_empty.wait(MAX_WAIT)
+        if messages._qsize():
+            # Queue.put wakes one waiter. Pass the wake-up on, in case another thread waits in
+            # get() for this message (a requestor's send_c_*() does), or it would sleep until
+            # its DIMSE timeout.
+            messages.not_empty.notify()
 
 
 def _sleep(delay: float) -> None:
     current = threading.current_thread()
     if isinstance(current, _dul.DULServiceProvider):
         _dul_wait(current, delay)
-    elif isinstance(current, _association.Association) and delay == 0.001:
+    elif (
+        isinstance(current, _association.Association) and current.is_acceptor and delay == 0.001
+    ):
+        # Only an acceptor's reactor thread consumes its DIMSE messages itself; a requestor's
+        # are taken by the thread calling send_c_*(), so its reactor keeps plain sleeps.
         _association_wait(current, delay)
     else:
         time.sleep(delay)
