@@ -49,9 +49,7 @@ def check_structure(path: Path | str) -> UID:
             explicit = not implicit
             if explicit and not buf[start + 4 : start + 6].isalpha():
                 explicit = False  # implicit VR despite the syntax: pydicom reads these too
-            _Walker(buf, explicit, "<" if little else ">").dataset(
-                start, size, in_item=False
-            )
+            _Walker(buf, explicit, "<" if little else ">").dataset(start, size, in_item=False)
     return ts
 
 

@@ -1,12 +1,24 @@
-"""Read what the index needs from a received Part 10 file, without touching the pixel data."""
+"""Read what the index needs from a received Part 10 file, without touching the pixel data.
+
+Text is decoded in the file's Specific Character Set by pydicom, with two corrections for what
+Chinese equipment sends: a file without a Specific Character Set is read in the hub's
+configured default (``dicom_default_charset``, e.g. GB18030) instead of ISO-IR 6, and values
+under ``ISO 2022 IR 58`` are decoded here, because pydicom 3.0 leaves its escape sequences in
+the text (and reads GB2312 bytes sent without them as Latin-1). Person names keep all their
+component groups (``Zhang^San=张^三``), so nothing the sender wrote is lost.
+"""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import pydicom
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from telehub.ingest import InstanceMeta
@@ -24,11 +36,37 @@ CANNOT_UNDERSTAND = 0xC000
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 
 
+IR_58 = "ISO 2022 IR 58"
+#: ISO 2022 escape sequences (designations of G0..G3), as they appear in IR 58 values.
+_ESCAPE = re.compile(rb"\x1b[$()*+\-./]{1,2}[@-~]")
+
+
+def _charsets(ds: Dataset) -> list[str]:
+    value = ds.get("SpecificCharacterSet")
+    if value is None:
+        return []
+    values = value if isinstance(value, MultiValue) else [value]
+    return [str(v).strip() for v in values]
+
+
+def _decode_ir58(raw: bytes) -> str:
+    """ASCII plus GB2312 under ISO 2022: drop the escape sequences and decode the rest as
+    GB18030 (a superset of both), whether or not the sender wrote the escapes."""
+    return _ESCAPE.sub(b"", raw).decode("gb18030", errors="replace")
+
+
 def _text(ds: Dataset, keyword: str, limit: int = 200) -> str:
+    if IR_58 in _charsets(ds):
+        element = ds.get_item(keyword)
+        if isinstance(element, RawDataElement):
+            raw = element.value or b""
+            return _decode_ir58(raw).strip(" \x00")[:limit]
     value = ds.get(keyword)
     if value is None:
         return ""
-    return str(value).strip()[:limit]
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip(" \x00")[:limit]
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -48,11 +86,14 @@ def _uid(ds: Dataset, keyword: str) -> str:
     return value
 
 
-def read_instance_meta(path: Path | str, sop_class_uid: str, sop_instance_uid: str) -> InstanceMeta:
+def read_instance_meta(
+    path: Path | str, sop_class_uid: str, sop_instance_uid: str, default_charset: str = ""
+) -> InstanceMeta:
     """Decode the identifying attributes (text in the file's Specific Character Set).
 
     ``sop_class_uid``/``sop_instance_uid`` are the C-STORE request's Affected SOP Class and
-    Instance UIDs; the data set must agree with them.
+    Instance UIDs; the data set must agree with them. ``default_charset`` (a DICOM defined
+    term such as ``GB18030``) applies when the data set has no Specific Character Set.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -60,6 +101,12 @@ def read_instance_meta(path: Path | str, sop_class_uid: str, sop_instance_uid: s
             ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="64 KB")
         except Exception as exc:
             raise InvalidInstance(CANNOT_UNDERSTAND, f"cannot parse data set: {exc}") from exc
+        if default_charset and not any(_charsets(ds)):
+            # Only this in-memory copy: the stored object stays exactly as received. pydicom
+            # decodes raw text in the charset it read, so that is what is replaced.
+            ds.SpecificCharacterSet = default_charset
+            implicit, little = ds.original_encoding
+            ds.set_original_encoding(implicit, little, convert_encodings(default_charset))
         sop_uid = _uid(ds, "SOPInstanceUID")
         if sop_uid != sop_instance_uid:
             raise InvalidInstance(

@@ -91,9 +91,7 @@ def _sleep(delay: float) -> None:
     current = threading.current_thread()
     if isinstance(current, _dul.DULServiceProvider):
         _dul_wait(current, delay)
-    elif (
-        isinstance(current, _association.Association) and current.is_acceptor and delay == 0.001
-    ):
+    elif isinstance(current, _association.Association) and current.is_acceptor and delay == 0.001:
         # Only an acceptor's reactor thread consumes its DIMSE messages itself; a requestor's
         # are taken by the thread calling send_c_*(), so its reactor keeps plain sleeps.
         _association_wait(current, delay)

@@ -28,7 +28,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom import tls
+from dicom import negotiation, tls
 from dicom.integrity import MalformedDataset, check_structure
 from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, read_instance_meta
 from dicom.net import NODELAY_HANDLERS
@@ -204,6 +204,7 @@ class Receiver:
 
 
 def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
+    negotiation.install()  # take the sender's preferred transfer syntax: stored as received
     ae = TelehubAE(ae_title, directory)
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:

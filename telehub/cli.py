@@ -149,6 +149,9 @@ def migrate(config_file: str | None) -> None:
     "--aet", "calling_aet", help="Our calling AE title, e.g. CLINIC1: DICOM files go by C-STORE."
 )
 @click.option("--called", "called_aet", default="TELEHUB", show_default=True)
+@click.option("--tls-ca", type=click.Path(exists=True), help="DICOM TLS: CA of the hub's cert.")
+@click.option("--tls-cert", type=click.Path(exists=True), help="DICOM TLS: our client certificate.")
+@click.option("--tls-key", type=click.Path(exists=True), help="DICOM TLS: our client key.")
 @click.option(
     "--http",
     "http_url",
@@ -178,6 +181,9 @@ def send(
     port: int,
     calling_aet: str | None,
     called_aet: str,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     http_url: str | None,
     user: str | None,
     stow_only: bool,
@@ -239,7 +245,12 @@ def send(
         failed = failed or bool(sent.refused)
     elif dicom_files:
         assert calling_aet
-        result = send_paths(dicom_files, host, port, calling_aet, called_aet, progress=not quiet)
+        from dicom.tls import client_context
+
+        tls = client_context(tls_ca, tls_cert, tls_key) if tls_ca or tls_cert else None
+        result = send_paths(
+            dicom_files, host, port, calling_aet, called_aet, progress=not quiet, tls=tls
+        )
         rate = result.sent / result.seconds if result.seconds else 0.0
         click.echo(
             f"sent {result.sent} instance(s), {result.bytes_sent / 1e6:.1f} MB in "

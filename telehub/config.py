@@ -31,6 +31,14 @@ class Settings:
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112
     ae_title: str = "TELEHUB"
+    #: DICOM TLS: the SCP's certificate and key (PEM); when set, the DICOM port speaks TLS only.
+    dicom_tls_cert: str = ""
+    dicom_tls_key: str = ""
+    #: CA bundle (PEM) that clients' certificates must chain to; empty: no client certificate.
+    dicom_tls_ca: str = ""
+    #: Character set for data sets without Specific Character Set (e.g. GB18030 for old Chinese
+    #: equipment); empty means the standard's default repertoire (ISO-IR 6).
+    dicom_default_charset: str = ""
     #: DICOM receiving processes sharing the port (SO_REUSEPORT); 0 = one per CPU core.
     dicom_processes: int = 0
     #: A re-sent SOP instance with different content: "keep" the first or "replace" it.
@@ -46,6 +54,8 @@ class Settings:
     worker_concurrency: int = 2
     #: Largest STOW-RS request body (bytes); bigger ones are refused with 413.
     stow_max_bytes: int = 4 * 1024**3
+    #: Largest resumable upload (bytes) at /api/v1/uploads; bigger ones are refused with 413.
+    upload_max_bytes: int = 4 * 1024**3
     log_level: str = "INFO"
     #: Browser origins allowed to call /dicomweb (a web viewer such as OHIF); comma list, "*" any.
     cors_origins: str = ""
@@ -129,6 +139,14 @@ class Settings:
             raise ConfigError("ports must be between 1 and 65535")
         if not (0 < len(settings.ae_title) <= 16):
             raise ConfigError("ae_title must be 1 to 16 characters")
+        if settings.dicom_tls_key and not settings.dicom_tls_cert:
+            raise ConfigError("dicom_tls_key needs dicom_tls_cert")
+        if settings.dicom_default_charset:
+            from pydicom.charset import python_encoding
+
+            charset = settings.dicom_default_charset
+            if charset not in python_encoding:
+                raise ConfigError(f"unknown dicom_default_charset {charset!r}")
         if settings.dicom_duplicates not in ("keep", "replace"):
             raise ConfigError("dicom_duplicates must be 'keep' or 'replace'")
         if settings.dicom_processes < 0 or settings.study_quiet_seconds < 0:

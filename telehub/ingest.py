@@ -462,4 +462,5 @@ def complete_study(session: Session, study_uid: str, reason: str) -> int | None:
     study.completed_instance_count = study.instance_count
     if case.kind == CaseKind.ECG.value:
         outbox.enqueue(session, ECG_FROM_DICOM_TASK, case_id=case.id)
+    outbox.enqueue(session, "telehub.dicomweb_metadata", study_uid=study_uid)
     return newly_complete

@@ -34,7 +34,7 @@ from telehub.services import Services
 log = logging.getLogger(__name__)
 
 #: Largest body one session may declare (one batch of a study; a big multi-frame fits).
-DEFAULT_MAX_BYTES = 4 * 1024**3
+DEFAULT_MAX_BYTES = Settings.upload_max_bytes
 #: An untouched session is swept after this long; every chunk pushes it forward.
 EXPIRE_AFTER = timedelta(hours=24)
 #: A processed session's answer is kept this long for repeated ``complete`` calls.
@@ -109,11 +109,11 @@ def _info(row: Upload) -> UploadInfo:
 
 
 def max_bytes(settings: Settings) -> int:
-    return int(settings.extra.get("upload_max_bytes", DEFAULT_MAX_BYTES))
+    return settings.upload_max_bytes
 
 
 def spool_dir(settings: Settings) -> Path:
-    return settings.data / "spool" / "uploads"
+    return settings.spool / "uploads"
 
 
 def spool_path(settings: Settings, upload_id: str) -> Path:

@@ -261,6 +261,12 @@ def need_dcmtk() -> None:
         need_service("DCMTK", result.stderr[-500:] or "apt-get install dcmtk failed")
 
 
+def dcmtk_tool(name: str) -> str:
+    """Path of a DCMTK tool (installed first if missing), never pynetdicom's same-named app."""
+    need_dcmtk()
+    return f"{DCMTK_BIN}/{name}"
+
+
 #: Debian's DCMTK. pynetdicom installs apps of the same names (storescu, findscu...) that come
 #: first on a pyenv PATH, so DCMTK_ENV puts DCMTK's folder first.
 DCMTK_BIN = "/usr/bin"

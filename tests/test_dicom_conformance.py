@@ -10,7 +10,6 @@ behind, and the hub must keep serving.
 from __future__ import annotations
 
 import io
-import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -42,6 +42,7 @@ from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import (
     CTImageStorage,
     DigitalMammographyXRayImageStorageForPresentation,
@@ -59,24 +60,20 @@ from sqlalchemy import select
 from dicom.send import send_paths
 from telehub.db import Database
 from telehub.db.models import Instance
-from tests.helpers import DCMTK_ENV, Hub, dataset_bytes, dicom_file, free_port, wait_port
+from tests.helpers import (
+    DCMTK_ENV,
+    Hub,
+    dataset_bytes,
+    dcmtk_tool,
+    dicom_file,
+    free_port,
+    wait_port,
+)
 
 _config.STORE_SEND_CHUNKED_DATASET = True  # our raw sends stream the file's bytes as they are
 
 
 # ----- helpers -------------------------------------------------------------------------------
-def dcmtk_tool(name: str) -> str:
-    """The DCMTK binary, not pynetdicom's same-named console script (pyenv's shims shadow
-    /usr/bin on PATH, and pynetdicom's ``storescu`` takes different options)."""
-    for candidate in (f"/usr/bin/{name}", shutil.which(name)):
-        if not candidate:
-            continue
-        out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10)
-        if "dcmtk" in (out.stdout + out.stderr).lower():
-            return candidate
-    pytest.skip(f"DCMTK {name} is not installed")
-
-
 def hub_db(hub: Hub) -> Database:
     return Database(f"sqlite:///{hub.data.resolve() / 'telehub.sqlite3'}")
 
@@ -357,18 +354,30 @@ def context_id(assoc: Association, sop_class: UID, ts: UID) -> int:
     )
 
 
-def raw_store(
-    hub: Hub, data: bytes, ts: UID, sop_class: UID, sop_uid: str, as_class: UID | None = None
-) -> int:
-    """Send ``data`` as the data set of one C-STORE (under ``as_class`` if given); the status."""
-    request_class = as_class or sop_class
-    assoc = associate(hub, [(request_class, ts)])
+def part10(data: bytes, ts: UID, sop_class: UID, sop_uid: str, folder: Path) -> Path:
+    """A Part 10 file whose data set is ``data`` byte for byte, however broken it is: pynetdicom
+    streams what follows the file meta as the C-STORE data set, and takes the request's
+    Affected SOP Class and Instance UIDs from the file meta."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ts
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"raw-{generate_uid()}.dcm"
+    path.write_bytes(buffer.getvalue() + data)
+    return path
+
+
+def raw_store(hub: Hub, folder: Path, data: bytes, ts: UID, sop_class: UID, sop_uid: str) -> int:
+    """C-STORE ``data`` as the data set, requested as ``sop_class``/``sop_uid``; the status."""
+    assoc = associate(hub, [(sop_class, ts)])
     try:
-        request = store_request(request_class, sop_uid, data)
-        assoc.dimse.send_msg(request, context_id(assoc, request_class, ts))
-        _, response = assoc.dimse.get_msg(block=True)
-        assert response is not None, "no C-STORE response"
-        return int(response.Status)
+        status = assoc.send_c_store(part10(data, ts, sop_class, sop_uid, folder))
+        assert "Status" in status, "no C-STORE response"
+        return int(status.Status)
     finally:
         assoc.release()
 
@@ -396,14 +405,14 @@ def assert_hub_serves(hub: Hub) -> None:
 
 
 @pytest.mark.parametrize("name", ["rtplan_truncated.dcm", "MR_truncated.dcm"])
-def test_pydicoms_truncated_files_are_refused(embedded_hub: Hub, name: str) -> None:
+def test_pydicoms_truncated_files_are_refused(embedded_hub: Hub, tmp_path: Path, name: str) -> None:
     raw = dicom_file(name).read_bytes()
     ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
     old = ds.SOPInstanceUID
     new = same_length_uid(old)
     data = dataset_bytes(raw).replace(old.encode(), new.encode())
     ts = ds.file_meta.TransferSyntaxUID
-    assert raw_store(embedded_hub, data, ts, ds.SOPClassUID, new) == 0xC000
+    assert raw_store(embedded_hub, tmp_path, data, ts, ds.SOPClassUID, new) == 0xC000
     assert_nothing_kept(embedded_hub, new)
 
 
@@ -430,20 +439,15 @@ def test_damaged_data_set_gets_cannot_understand(
         data = data[: data.find(b"\x08\x00\x20\x00") + 3]  # (0008,0020) Study Date, cut
     else:
         ts = ImplicitVRLittleEndian
-    assert raw_store(embedded_hub, data, ts, ds.SOPClassUID, ds.SOPInstanceUID) == 0xC000
+    status = raw_store(embedded_hub, tmp_path, data, ts, ds.SOPClassUID, ds.SOPInstanceUID)
+    assert status == 0xC000
     assert_nothing_kept(embedded_hub, ds.SOPInstanceUID)
 
 
 def test_sop_class_differing_from_the_request_gets_a900(embedded_hub: Hub, tmp_path: Path) -> None:
     data, ds = _ct(tmp_path)
-    status = raw_store(
-        embedded_hub,
-        data,
-        ExplicitVRLittleEndian,
-        ds.SOPClassUID,
-        ds.SOPInstanceUID,
-        as_class=MRImageStorage,
-    )
+    ts = ExplicitVRLittleEndian
+    status = raw_store(embedded_hub, tmp_path, data, ts, MRImageStorage, ds.SOPInstanceUID)
     assert status == 0xA900
     assert_nothing_kept(embedded_hub, ds.SOPInstanceUID)
 
@@ -453,7 +457,7 @@ def test_sop_instance_differing_from_the_request_is_refused(
 ) -> None:
     data, ds = _ct(tmp_path)
     other = generate_uid()
-    status = raw_store(embedded_hub, data, ExplicitVRLittleEndian, ds.SOPClassUID, other)
+    status = raw_store(embedded_hub, tmp_path, data, ExplicitVRLittleEndian, ds.SOPClassUID, other)
     assert status == 0xC000
     assert_nothing_kept(embedded_hub, ds.SOPInstanceUID)
     assert_nothing_kept(embedded_hub, other)
@@ -464,7 +468,12 @@ def _half_sent_store(assoc: Association, data: bytes, ds: Dataset) -> bytes:
     message = C_STORE_RQ()
     message.primitive_to_message(store_request(ds.SOPClassUID, ds.SOPInstanceUID, data))
     cx = context_id(assoc, ds.SOPClassUID, ExplicitVRLittleEndian)
-    return b"".join(pdu.encode() for pdu in message.encode_msg(cx, 4096))
+    encoded = b""
+    for primitive in message.encode_msg(cx, 4096):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        encoded += pdu.encode()
+    return encoded
 
 
 @pytest.mark.parametrize("how", ["a-abort", "socket-closed-inside-pdu"])

@@ -111,3 +111,29 @@ def test_hub_keeps_serving_after_bad_input_and_resend_is_idempotent(
     db.dispose()
     objects = list((embedded_hub.data / "objects").rglob(f"{ds.SOPInstanceUID}.dcm"))
     assert len(objects) == 1
+
+
+def test_the_senders_preferred_transfer_syntax_is_accepted(embedded_hub: Hub) -> None:
+    """pynetdicom alone would pick from its own list (Implicit VR first); we store what we
+    receive, so the sender's first choice wins, whichever order it proposes."""
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        ImplicitVRLittleEndian,
+        JPEG2000Lossless,
+    )
+
+    for proposed in (
+        [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+        [JPEG2000Lossless, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+        [ExplicitVRBigEndian, ImplicitVRLittleEndian],
+        [ImplicitVRLittleEndian, ExplicitVRLittleEndian],
+    ):
+        ae = AE("CLINIC1")
+        ae.add_requested_context(CTImageStorage, proposed)
+        assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
+        assert assoc.is_established
+        try:
+            accepted = assoc.accepted_contexts
+            assert [cx.transfer_syntax[0] for cx in accepted] == [proposed[0]]
+        finally:
+            assoc.release()

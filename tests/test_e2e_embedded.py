@@ -62,7 +62,7 @@ def run_report_path(hub: Hub) -> None:
     assert final.body["version"] == 2
 
     clinic = api.login("clinic")
-    mine = api.get("/api/v1/cases", clinic)
+    mine = api.get("/api/v1/cases?limit=500", clinic)
     assert mine.status == 200
     assert case_id in [c["id"] for c in mine.body["cases"]]
     detail = api.get(f"/api/v1/cases/{case_id}", clinic)

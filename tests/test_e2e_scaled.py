@@ -5,6 +5,7 @@ differs from the embedded test."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,8 +61,14 @@ def test_clinic_send_to_signed_report_scaled(
     run_report_path(hub)
 
     # The instances are objects in the S3 bucket, stored as received.
+    # (They reach it through the hub's local spool, moved within moments of arriving.)
     client = s3_server.client()
-    keys = [o.object_name for o in client.list_objects(bucket, recursive=True)]
+    deadline = time.monotonic() + 30
+    while True:
+        keys = [o.object_name for o in client.list_objects(bucket, "dicom/", recursive=True)]
+        if len(keys) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(keys) == 2, keys
     stored = {}
     for key in keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,5 @@ def test_mutated_files_never_crash_the_check(tmp_path: Path) -> None:
                 for _ in range(5):
                     data[rng.randint(132, len(data) - 1)] = rng.randint(0, 255)
             path.write_bytes(bytes(data))
-            try:
+            with contextlib.suppress(MalformedDataset):
                 check_structure(path)
-            except MalformedDataset:
-                pass

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
@@ -38,6 +39,7 @@ from telehub.store import ObjectNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 TASK = "telehub.dicomweb_metadata"
+BUILD_THREADS = 4
 #: Binary values longer than this become bulk data (the pixel and waveform data always do).
 BULK_THRESHOLD = 1024
 BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
@@ -137,12 +139,17 @@ def cache_key(series: SeriesRef, count: int) -> str:
 def build_series(db: Database, store: ObjectStore, series: SeriesRef) -> tuple[bytes, int]:
     """Read every instance of the series once; returns the JSON array and the instance count."""
     refs = index.series_instances(db, series.series_id)
-    parts: list[bytes] = []
-    for ref in refs:
+
+    def one(ref: InstanceRef) -> bytes | None:
         try:
-            parts.append(_dumps(read_instance_json(store, ref)))
+            return _dumps(read_instance_json(store, ref))
         except ObjectNotFound:
             log.error("series %s: object of %s is missing", series.series_uid, ref.sop_uid)
+            return None
+
+    # A few reads in flight hide object-store latency (S3); each holds one header in memory.
+    with ThreadPoolExecutor(BUILD_THREADS, thread_name_prefix="dicomweb-metadata") as pool:
+        parts = [p for p in pool.map(one, refs) if p is not None]
     return b"[" + b",".join(parts) + b"]", len(refs)
 
 

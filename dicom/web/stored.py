@@ -227,8 +227,9 @@ def decoded_frame(inst: StoredInstance, number: int, raw: bool = False) -> np.nd
     from pydicom.pixels import pixel_array
 
     inst.fh.seek(0)
+    src = inst.ds if inst.deflated else inst.fh  # a deflated one was read whole
     try:
-        return pixel_array(inst.fh, index=number - 1, raw=raw)
+        return pixel_array(src, index=number - 1, raw=raw)
     except (RuntimeError, ValueError, NotImplementedError) as exc:
         raise NotAcceptable(
             f"cannot decode pixel data in transfer syntax {inst.transfer_syntax}: {exc}",

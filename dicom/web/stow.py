@@ -176,7 +176,9 @@ class _Request:
             return
         try:
             check_structure(part.path)
-            meta = read_instance_meta(part.path, sop_class, sop_uid)
+            meta = read_instance_meta(
+                part.path, sop_class, sop_uid, self.services.settings.dicom_default_charset
+            )
         except MalformedDataset as exc:
             self._fail(sop_class, sop_uid, CANNOT_UNDERSTAND, str(exc))
             return
@@ -248,7 +250,7 @@ def stow_from_file(
     """
     _check_request(principal, content_type, study_uid)
     request = _Request(services, principal, study_uid, source)
-    spool = services.settings.data / "spool"
+    spool = services.settings.spool
     spool.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="stow-parts-", dir=spool))
     try:
@@ -267,7 +269,10 @@ def stow_from_file(
     if request.new_studies:
         try:
             result.completed_cases = ingest.complete_studies(
-                services.db, request.new_studies, "STOW-RS request ended"
+                services.db,
+                request.new_studies,
+                "STOW-RS request ended",
+                services.settings.study_quiet_seconds,
             )
         except Exception:  # what was stored stays stored; the quiet period will complete it
             log.exception("could not mark studies complete: %s", sorted(request.new_studies))
@@ -320,7 +325,7 @@ async def store_instances(request: web.Request) -> web.Response:
     limit = svc.settings.stow_max_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
-    spool = svc.settings.data / "spool"
+    spool = svc.settings.spool
     spool.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="stow-", dir=spool))
     try:

@@ -116,7 +116,7 @@ async def upload(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
         raise TooLarge(f"upload exceeds {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     svc = services(request)
-    spool = svc.settings.data / "spool"
+    spool = svc.settings.spool
     spool.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ecg-", dir=spool))
     try:
