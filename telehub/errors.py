@@ -39,3 +39,13 @@ class NotFound(TelehubError):
 class Conflict(TelehubError):
     code = "conflict"
     http_status = 409
+
+
+class TooLarge(TelehubError):
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(TelehubError):
+    code = "unsupported_media_type"
+    http_status = 415

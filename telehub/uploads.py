@@ -28,7 +28,14 @@ from telehub.config import Settings
 from telehub.db import Database
 from telehub.db.models import Upload, UploadState
 from telehub.db.types import utcnow
-from telehub.errors import Conflict, Invalid, NotFound, TelehubError
+from telehub.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    TelehubError,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from telehub.services import Services
 
 log = logging.getLogger(__name__)
@@ -44,16 +51,6 @@ STALE_PROCESSING = timedelta(minutes=15)
 
 #: The only body the hub processes: a STOW-RS request of Part 10 files.
 ACCEPTED_TYPE = ("multipart", "related", "application/dicom")
-
-
-class TooLarge(TelehubError):
-    code = "too_large"
-    http_status = 413
-
-
-class Unsupported(TelehubError):
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 class OffsetMismatch(Conflict):
@@ -124,7 +121,7 @@ def check_content_type(content_type: str) -> None:
     """Refuse at creation what could never be processed, before any byte is sent."""
     mime = parse_mimetype(content_type)
     if (mime.type, mime.subtype, mime.parameters.get("type", "").strip('"')) != ACCEPTED_TYPE:
-        raise Unsupported(
+        raise UnsupportedMediaType(
             'the upload must be a STOW-RS body: multipart/related; type="application/dicom"'
         )
     if not mime.parameters.get("boundary"):

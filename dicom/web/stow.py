@@ -36,7 +36,7 @@ from telehub import audit, ingest
 from telehub.api.common import WORK_QUEUED, principal, run, services
 from telehub.auth import Principal
 from telehub.db.models import Role
-from telehub.errors import Forbidden, Invalid, TelehubError
+from telehub.errors import Forbidden, Invalid, TooLarge, UnsupportedMediaType
 from telehub.services import Services
 from telehub.store import StoreError
 
@@ -53,16 +53,6 @@ PROCESSING_FAILURE = 0x0110
 STUDY_UID_MISMATCH = 0xC409
 SENDING_ROLES = frozenset({Role.CLINIC.value, Role.ADMIN.value})
 _SPOOL_CHUNK = 1024 * 1024
-
-
-class UnsupportedMediaType(TelehubError):
-    code = "unsupported_media_type"
-    http_status = 415
-
-
-class PayloadTooLarge(TelehubError):
-    code = "too_large"
-    http_status = 413
 
 
 @dataclass(frozen=True)
@@ -306,7 +296,7 @@ async def _spool(request: web.Request, target: Path, limit: int) -> None:
         async for chunk in request.content.iter_chunked(_SPOOL_CHUNK):
             total += len(chunk)
             if total > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+                raise TooLarge(f"request body exceeds {limit} bytes")
             await run(request, out.write, chunk)
 
 
@@ -324,7 +314,7 @@ async def store_instances(request: web.Request) -> web.Response:
     svc = services(request)
     limit = svc.settings.stow_max_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
+        raise TooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
     spool = svc.settings.spool
     spool.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="stow-", dir=spool))

@@ -14,16 +14,11 @@ from aiohttp import BodyPartReader, web
 from telehub import ecgs
 from telehub.api.common import WORK_QUEUED, path_id, principal, remote, run, services
 from telehub.db.models import Priority, Role
-from telehub.errors import Forbidden, Invalid, TelehubError
+from telehub.errors import Forbidden, Invalid, TooLarge
 from telehub.services import Services
 
 routes = web.RouteTableDef()
 _CHUNK = 256 * 1024
-
-
-class TooLarge(TelehubError):
-    code = "too_large"
-    http_status = 413
 
 
 async def _receive_parts(

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from telehub import uploads
 from telehub.api.common import WORK_QUEUED, json_body, principal, run, services
-from telehub.errors import Invalid, TelehubError
+from telehub.errors import Invalid, TelehubError, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -184,7 +184,7 @@ async def terminate(request: web.Request) -> web.Response:
 async def append(request: web.Request) -> web.Response:
     """Write one chunk at ``Upload-Offset``; the new offset is acknowledged once on disk."""
     if request.content_type not in CHUNK_TYPES:
-        raise uploads.Unsupported("a chunk is sent as application/offset+octet-stream")
+        raise UnsupportedMediaType("a chunk is sent as application/offset+octet-stream")
     at = _int_header(request, "Upload-Offset")
     upload_id = request.match_info["id"]
     lock = _locks.setdefault(upload_id, asyncio.Lock())
