@@ -11,9 +11,12 @@ import mmap
 import os
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 UNDEFINED = 0xFFFFFFFF
@@ -23,11 +26,26 @@ class MalformedDataset(ValueError):
     """The bytes are not a complete DICOM data set."""
 
 
+@dataclass(frozen=True)
+class Scan:
+    transfer_syntax: UID
+    #: The collected top-level elements, undecoded (none for a deflated data set).
+    elements: dict[int, RawDataElement]
+    implicit_vr: bool
+    little_endian: bool
+
+
 def check_structure(path: Path | str) -> UID:
     """Raise MalformedDataset unless the Part 10 file at ``path`` is structurally complete.
 
     Returns the transfer syntax from the file meta information.
     """
+    return scan(path).transfer_syntax
+
+
+def scan(path: Path | str, collect: frozenset[int] = frozenset()) -> Scan:
+    """The structure check, also keeping the raw top-level elements whose tags are in
+    ``collect``, so the receiver need not parse the file a second time to index it."""
     with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -40,7 +58,8 @@ def check_structure(path: Path | str) -> UID:
         except Exception as exc:  # pydicom raises many types on garbage
             raise MalformedDataset(f"cannot parse file meta information: {exc}") from exc
         if ts == DeflatedExplicitVRLittleEndian:
-            return ts  # a deflate stream is checked by zlib when it is read
+            # A deflate stream is checked by zlib when it is read.
+            return Scan(ts, {}, implicit, little)
         start = fp.tell()
         size = os.fstat(fp.fileno()).st_size
         if start >= size:
@@ -49,8 +68,9 @@ def check_structure(path: Path | str) -> UID:
             explicit = not implicit
             if explicit and not buf[start + 4 : start + 6].isalpha():
                 explicit = False  # implicit VR despite the syntax: pydicom reads these too
-            _Walker(buf, explicit, "<" if little else ">").dataset(start, size, in_item=False)
-    return ts
+            walker = _Walker(buf, explicit, "<" if little else ">", collect)
+            walker.dataset(start, size, in_item=False)
+    return Scan(ts, walker.collected, not explicit, little)
 
 
 class _Walker:
@@ -58,9 +78,15 @@ class _Walker:
     length (so a 1 GB pixel data element costs nothing), sequences and encapsulated pixel data
     are followed item by item. pydicom's own reader costs ~10x more per element."""
 
-    def __init__(self, buf: mmap.mmap, explicit: bool, endian: str) -> None:
+    def __init__(
+        self, buf: mmap.mmap, explicit: bool, endian: str, collect: frozenset[int] = frozenset()
+    ) -> None:
         self.buf = buf
         self.explicit = explicit
+        self.little = endian == "<"
+        self.collect = collect
+        self.collected: dict[int, RawDataElement] = {}
+        self.depth = 0  # sequence nesting: only top-level elements are collected
         self.tag = struct.Struct(endian + "HH")
         self.u16 = struct.Struct(endian + "H")
         self.u32 = struct.Struct(endian + "L")
@@ -107,6 +133,17 @@ class _Walker:
                 else:
                     raise MalformedDataset(f"undefined length for VR {vr!r}")
             else:
+                tag = group << 16 | element
+                if tag in self.collect and self.depth == 0 and pos + length <= end:
+                    self.collected[tag] = RawDataElement(
+                        BaseTag(tag),
+                        vr.decode() if vr else None,
+                        length,
+                        bytes(buf[pos : pos + length]),
+                        pos,
+                        not self.explicit,
+                        self.little,
+                    )
                 pos += length
                 if pos > end:
                     raise MalformedDataset(
@@ -118,6 +155,13 @@ class _Walker:
         return pos
 
     def sequence(self, pos: int, end: int) -> int:
+        self.depth += 1
+        try:
+            return self._items(pos, end)
+        finally:
+            self.depth -= 1
+
+    def _items(self, pos: int, end: int) -> int:
         while True:
             self._need(pos, 8, end)
             group, element = self.tag.unpack_from(self.buf, pos)

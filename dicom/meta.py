@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pydicom
 from pydicom.charset import convert_encodings
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from dicom.integrity import Scan, scan
 from telehub.ingest import InstanceMeta
 
 
@@ -101,6 +103,67 @@ def read_instance_meta(
             ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="64 KB")
         except Exception as exc:
             raise InvalidInstance(CANNOT_UNDERSTAND, f"cannot parse data set: {exc}") from exc
+    return meta_from_dataset(ds, sop_class_uid, sop_instance_uid, default_charset)
+
+
+#: The top-level attributes the index keeps (what :func:`meta_from_dataset` reads).
+INDEXED_TAGS = frozenset(
+    tag_for_keyword(keyword)
+    for keyword in (
+        "SpecificCharacterSet",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "Modality",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyDate",
+        "StudyTime",
+        "StudyDescription",
+        "SeriesNumber",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "InstanceNumber",
+    )
+)
+
+
+def check_and_read(
+    path: Path | str, sop_class_uid: str, sop_instance_uid: str, default_charset: str = ""
+) -> InstanceMeta:
+    """What every receiving path calls: the structure check (MalformedDataset) and the index's
+    attributes (InvalidInstance), from one pass over the file's element headers."""
+    found = scan(path, INDEXED_TAGS)
+    if not found.elements:  # deflated: pydicom inflates it
+        return read_instance_meta(path, sop_class_uid, sop_instance_uid, default_charset)
+    return meta_from_scan(found, sop_class_uid, sop_instance_uid, default_charset)
+
+
+def meta_from_scan(
+    scan: Scan, sop_class_uid: str, sop_instance_uid: str, default_charset: str = ""
+) -> InstanceMeta:
+    """The same as :func:`read_instance_meta`, from the elements the structure check kept
+    (``dicom.integrity.scan(path, INDEXED_TAGS)``): the file is parsed once, not twice."""
+    ds = Dataset(dict(scan.elements))
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = scan.transfer_syntax
+    charsets = _charsets(ds) if 0x00080005 in scan.elements else []
+    ds.set_original_encoding(
+        scan.implicit_vr, scan.little_endian, convert_encodings(charsets or None)
+    )
+    return meta_from_dataset(ds, sop_class_uid, sop_instance_uid, default_charset)
+
+
+def meta_from_dataset(
+    ds: Dataset, sop_class_uid: str, sop_instance_uid: str, default_charset: str = ""
+) -> InstanceMeta:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         if default_charset and not any(_charsets(ds)):
             # Only this in-memory copy: the stored object stays exactly as received. pydicom
             # decodes raw text in the charset it read, so that is what is replaced.

@@ -13,9 +13,11 @@ associations over them), since one pynetdicom process does not scale past one co
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,8 +31,8 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom import negotiation, tls
-from dicom.integrity import MalformedDataset, check_structure
-from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, read_instance_meta
+from dicom.integrity import MalformedDataset
+from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, check_and_read
 from dicom.net import NODELAY_HANDLERS
 from dicom.qr import QueryRetrieve
 from telehub import ingest
@@ -131,8 +133,7 @@ class Receiver:
         sop_uid = str(request.AffectedSOPInstanceUID)
         path = event.dataset_path
         try:
-            check_structure(path)
-            meta = read_instance_meta(
+            meta = check_and_read(
                 path, sop_class, sop_uid, self.services.settings.dicom_default_charset
             )
             outcome = ingest.store_instance(
@@ -220,12 +221,50 @@ def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
     return ae
 
 
+#: Set by ``serve`` for its receiving processes: the listening socket they all accept from.
+LISTEN_FD_ENV = "TELEHUB_DICOM_LISTEN_FD"
+
+
 class SharedPortServer(ThreadedAssociationServer):
-    """pynetdicom's server, bound with SO_REUSEPORT so several processes share the port."""
+    """pynetdicom's server on a port several processes share.
+
+    Under ``serve``, every receiving process accepts from the one listening socket ``serve``
+    opened and passed down: an idle process takes the next association, so a busy one is not
+    given more (SO_REUSEPORT would spread them by a hash of the addresses, blind to load).
+    A ``telehub receive`` started on its own binds with SO_REUSEPORT instead.
+    """
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        inherited = os.environ.get(LISTEN_FD_ENV)
+        if not inherited:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().server_bind()
+            return
+        self.socket.close()
+        self.socket = socket.socket(fileno=int(inherited))
+        # Non-blocking: a process that loses the race for a connection goes back to waiting
+        # instead of blocking in accept() (and can shut down).
+        self.socket.settimeout(0)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if not os.environ.get(LISTEN_FD_ENV):
+            super().server_activate()
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        # Every process wakes for a new connection; one with associations already running
+        # lets an idler one take it first (its accept then finds nothing and it waits again).
+        busy = len(self.ae.active_associations)
+        if busy and os.environ.get(LISTEN_FD_ENV):
+            time.sleep(min(0.002 * busy, 0.02))
+        return super().get_request()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The DICOM listening socket ``serve`` opens once and hands to its receiving processes."""
+    sock = socket.create_server((host, port), backlog=128, reuse_port=False)
+    sock.set_inheritable(True)
+    return sock
 
 
 def start_scp(

@@ -93,6 +93,8 @@ def worker(
 
     settings = _settings(config_file)
     _logging(settings.log_level)
+    # Background work (analysis, metadata) yields the CPU to ingest on a shared machine.
+    os.nice(10)
     app = configure(settings)
     if exit_with_parent:
         _exit_with_parent()

@@ -44,17 +44,25 @@ class Supervisor:
     """Keeps a child process running: one that exits is logged and started again (a worker's
     unfinished jobs come back through the outbox; a receiver's peers simply reconnect)."""
 
-    def __init__(self, name: str, command: list[str], settings: Settings) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        settings: Settings,
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.command = command
-        self.env = {**os.environ, **settings.as_environment()}
+        self.env = {**os.environ, **settings.as_environment(), **(env or {})}
+        self.pass_fds = pass_fds
         self.process = self._start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"{name}-watch", daemon=True)
         self._thread.start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.command, env=self.env)
+        return subprocess.Popen(self.command, env=self.env, pass_fds=self.pass_fds)
 
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
@@ -108,8 +116,19 @@ def serve(settings: Settings, demo: bool = False) -> None:
     relay = OutboxRelay(services.db, publish, settings.outbox_redeliver_seconds)
     relay.start()
     relay.kick()  # anything left from before a restart goes out now
+    from dicom.scp import LISTEN_FD_ENV, listen
+
+    # One listening socket for all receiving processes (opened here, so a port in use fails
+    # the start with a clear error instead of a restart loop).
+    dicom_socket = listen(settings.dicom_host, settings.dicom_port)
     children = [
-        Supervisor(f"dicom-receiver-{i + 1}", _child_command("receive"), settings)
+        Supervisor(
+            f"dicom-receiver-{i + 1}",
+            _child_command("receive"),
+            settings,
+            env={LISTEN_FD_ENV: str(dicom_socket.fileno())},
+            pass_fds=(dicom_socket.fileno(),),
+        )
         for i in range(settings.receiver_processes)
     ]
     if settings.run_embedded_worker:
@@ -131,6 +150,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
     finally:
         log.info("shutting down")
         stop_all(children)
+        dicom_socket.close()
         relay.stop()
         services.close()
 

@@ -25,12 +25,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID
 
-from dicom.integrity import MalformedDataset, check_structure
-from dicom.meta import (
-    CANNOT_UNDERSTAND,
-    InvalidInstance,
-    read_instance_meta,
-)
+from dicom.integrity import MalformedDataset
+from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, check_and_read
 from dicom.web.multipart import MultipartError, Part, parse_media_type, split_parts
 from telehub import audit, ingest
 from telehub.api.common import WORK_QUEUED, principal, run, services
@@ -165,8 +161,7 @@ class _Request:
             self._fail(sop_class, sop_uid, CANNOT_UNDERSTAND, f"part is {part.media_type!r}")
             return
         try:
-            check_structure(part.path)
-            meta = read_instance_meta(
+            meta = check_and_read(
                 part.path, sop_class, sop_uid, self.services.settings.dicom_default_charset
             )
         except MalformedDataset as exc:
