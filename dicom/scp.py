@@ -62,9 +62,16 @@ class TelehubAE(AE):
 
     @property  # type: ignore[override]
     def require_calling_aet(self) -> list[str]:
+        # pynetdicom reads this while negotiating, on the association's own thread, so the
+        # caller's address is at hand: a title registered for other networks is not accepted
+        # from this one (A-ASSOCIATE-RJ "calling AE title not recognised", like a stranger).
+        current = threading.current_thread()
+        address = None
+        if isinstance(current, Association) and current.is_acceptor:
+            address = current.requestor.address
         # An empty list would mean "accept anyone" to pynetdicom; with no facility known,
         # a title no peer can send keeps everyone out.
-        return self._directory.ae_titles() or ["\x00"]
+        return self._directory.ae_titles(address) or ["\x00"]
 
     @require_calling_aet.setter
     def require_calling_aet(self, _value: list[str]) -> None:

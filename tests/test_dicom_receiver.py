@@ -137,3 +137,33 @@ def test_the_senders_preferred_transfer_syntax_is_accepted(embedded_hub: Hub) ->
             assert [cx.transfer_syntax[0] for cx in accepted] == [proposed[0]]
         finally:
             assoc.release()
+
+
+def test_an_ae_title_is_accepted_only_from_its_facilitys_networks(tmp_path: Path) -> None:
+    """A copied AE title is not enough: a facility can be tied to its networks."""
+    import sqlite3
+
+    from tests.helpers import start_hub
+
+    hub = start_hub(tmp_path)
+    try:
+        with sqlite3.connect(hub.data / "telehub.sqlite3") as conn:
+            conn.execute("UPDATE facilities SET dicom_networks = '127.0.0.0/8' WHERE code = 'T1'")
+            conn.execute("UPDATE facilities SET dicom_networks = '10.0.0.0/8' WHERE code = 'T2'")
+        for aet, accepted in (("CLINIC1", True), ("CLINIC2", False)):
+            ae = AE(aet)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", hub.dicom_port, ae_title="TELEHUB")
+            assert assoc.is_established is accepted, aet
+            if accepted:
+                assoc.release()
+            else:
+                assert assoc.is_rejected
+                rejection = assoc.acceptor.primitive
+                assert (rejection.result, rejection.result_source, rejection.diagnostic) == (
+                    0x01,
+                    0x01,
+                    0x03,
+                )
+    finally:
+        hub.proc.stop()

@@ -108,6 +108,9 @@ class Facility(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
     #: Calling AE title its modalities use; unique across the consortium.
     ae_title: Mapped[str | None] = mapped_column(String(16), unique=True)
+    #: Where that AE title may call from: addresses or networks ("10.2.0.0/16, 192.0.2.7"),
+    #: empty for anywhere. An AE title is easily copied; the address is a second check.
+    dicom_networks: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
