@@ -283,6 +283,9 @@ def start_scp(
     # We read a received data set only to index it, and store it as it came: pydicom's
     # value validation (a regex per element read) would cost a third of that read.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    # pynetdicom's "standard" handlers format a debug description of every PDU and DIMSE
+    # message, even with its logger at WARNING (as ours is); we log each association's outcome.
+    _config.LOG_HANDLER_LEVEL = "none"
     # pynetdicom writes each received data set to a temporary file: put those on the data
     # disk, beside the folder store, so storing one is a hard link, not a copy.
     incoming = settings.spool / "incoming"
