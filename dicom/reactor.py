@@ -11,7 +11,8 @@ nothing to do, so every C-STORE request and its response wait out up to three sl
 * the association thread waits on its DIMSE message queue's condition.
 
 Both still return after a bounded timeout so timers (ARTIM, idle) and kill flags are checked as
-before. And the socket is read in large chunks instead of 4 KiB ones. The loops themselves
+before. And the socket is read in large chunks instead of 4 KiB ones, and the file meta of each
+received data set is encoded directly. The loops themselves
 are untouched: only the ``time`` module the two pynetdicom modules
 see is replaced by one whose ``sleep`` does the wait when called from those threads. Installed
 once per process by :func:`install`, for the pynetdicom versions it was checked against.
@@ -25,6 +26,7 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import types
@@ -32,6 +34,7 @@ from typing import Any
 
 import pynetdicom
 from pynetdicom import association as _association
+from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom import dul as _dul
 from pynetdicom import transport
 
@@ -120,6 +123,40 @@ def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
     return data
 
 
+def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
+    tag = struct.pack("<HH", group_element >> 16, group_element & 0xFFFF)
+    if vr == b"OB":
+        return tag + vr + b"\0\0" + struct.pack("<L", len(value)) + value
+    return tag + vr + struct.pack("<H", len(value)) + value
+
+
+def _uid_value(uid: str) -> bytes:
+    raw = str(uid).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def _file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """The File Meta Information pynetdicom writes in front of every received data set,
+    encoded directly (Explicit VR Little Endian, PS3.10 7.1): building and writing it through
+    pydicom datasets cost a tenth of the receive path."""
+    version = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\0\1"),
+            _element(0x00020002, b"UI", _uid_value(sop_class_uid)),
+            _element(0x00020003, b"UI", _uid_value(sop_instance_uid)),
+            _element(0x00020010, b"UI", _uid_value(transfer_syntax)),
+            _element(0x00020012, b"UI", _uid_value(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID)),
+            _element(0x00020013, b"SH", version + b" " * (len(version) % 2)),
+        )
+    )
+    return _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+
+
+def _write_file_meta(fp: Any, file_meta: bytes) -> None:
+    fp.write(file_meta)
+
+
 def prepare(assoc: _association.Association) -> None:
     """Give one association's DUL its wake-up pair; call when the connection opens, before
     anything is queued for sending."""
@@ -166,5 +203,7 @@ def install() -> bool:
     _dul.time = patched  # type: ignore[attr-defined]
     _association.time = patched  # type: ignore[attr-defined]
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    _dimse_messages.create_file_meta = _file_meta  # type: ignore[attr-defined]
+    _dimse_messages.write_file_meta_info = _write_file_meta  # type: ignore[attr-defined]
     _installed = True
     return True
