@@ -107,30 +107,29 @@ def read_instance_meta(
 
 
 #: The top-level attributes the index keeps (what :func:`meta_from_dataset` reads).
-INDEXED_TAGS = frozenset(
-    tag_for_keyword(keyword)
-    for keyword in (
-        "SpecificCharacterSet",
-        "SOPClassUID",
-        "SOPInstanceUID",
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "Modality",
-        "PatientID",
-        "IssuerOfPatientID",
-        "PatientName",
-        "PatientBirthDate",
-        "PatientSex",
-        "AccessionNumber",
-        "StudyDate",
-        "StudyTime",
-        "StudyDescription",
-        "SeriesNumber",
-        "SeriesDescription",
-        "BodyPartExamined",
-        "InstanceNumber",
-    )
+_INDEXED_KEYWORDS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "InstanceNumber",
 )
+_KEYWORDS = {tag_for_keyword(keyword): keyword for keyword in _INDEXED_KEYWORDS}
+INDEXED_TAGS = frozenset(_KEYWORDS)
 
 
 def check_and_read(
@@ -149,6 +148,9 @@ def meta_from_scan(
 ) -> InstanceMeta:
     """The same as :func:`read_instance_meta`, from the elements the structure check kept
     (``dicom.integrity.scan(path, INDEXED_TAGS)``): the file is parsed once, not twice."""
+    fast = _ascii_meta(scan, sop_class_uid, sop_instance_uid)
+    if fast is not None:
+        return fast
     ds = Dataset(dict(scan.elements))
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = scan.transfer_syntax
@@ -157,6 +159,68 @@ def meta_from_scan(
         scan.implicit_vr, scan.little_endian, convert_encodings(charsets or None)
     )
     return meta_from_dataset(ds, sop_class_uid, sop_instance_uid, default_charset)
+
+
+def _ascii_meta(scan: Scan, sop_class_uid: str, sop_instance_uid: str) -> InstanceMeta | None:
+    """Most data sets carry only ASCII in the indexed attributes, which every character set
+    decodes alike: read those straight from the bytes, without pydicom's per-element
+    conversion. None (use pydicom) when any value has other bytes or an escape sequence."""
+    values: dict[str, str] = {}
+    for tag, keyword in _KEYWORDS.items():
+        element = scan.elements.get(tag)
+        raw = element.value if element is not None else b""
+        if not raw:
+            values[keyword] = ""
+            continue
+        if not raw.isascii() or b"\x1b" in raw:
+            return None
+        text = raw.decode("ascii")
+        values[keyword] = "\\".join(v.strip(" \x00") for v in text.split("\\"))
+
+    def uid(keyword: str) -> str:
+        value = values[keyword]
+        if not value:
+            raise InvalidInstance(CANNOT_UNDERSTAND, f"{keyword} is missing")
+        if not UID(value).is_valid:
+            raise InvalidInstance(CANNOT_UNDERSTAND, f"{keyword} {value[:70]!r} is not a valid UID")
+        return value
+
+    def number(keyword: str) -> int | None:
+        try:
+            return int(values[keyword]) if values[keyword] else None
+        except ValueError:
+            return None
+
+    if uid("SOPInstanceUID") != sop_instance_uid:
+        raise InvalidInstance(
+            CANNOT_UNDERSTAND, "SOP Instance UID differs from the C-STORE request's"
+        )
+    if values["SOPClassUID"] != sop_class_uid:
+        raise InvalidInstance(
+            DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID differs from the C-STORE request's"
+        )
+    text = values.__getitem__
+    return InstanceMeta(
+        sop_class_uid=sop_class_uid,
+        sop_uid=sop_instance_uid,
+        study_uid=uid("StudyInstanceUID"),
+        series_uid=uid("SeriesInstanceUID"),
+        transfer_syntax_uid=str(scan.transfer_syntax),
+        modality=text("Modality")[:16],
+        patient_id=text("PatientID")[:64],
+        issuer_of_patient_id=text("IssuerOfPatientID")[:64],
+        patient_name=text("PatientName")[:200],
+        patient_birth_date=text("PatientBirthDate")[:8],
+        patient_sex=text("PatientSex")[:16],
+        accession_number=text("AccessionNumber")[:64],
+        study_date=text("StudyDate")[:8],
+        study_time=text("StudyTime")[:16],
+        study_description=text("StudyDescription")[:200],
+        series_number=number("SeriesNumber"),
+        series_description=text("SeriesDescription")[:200],
+        body_part=text("BodyPartExamined")[:64],
+        instance_number=number("InstanceNumber"),
+    )
 
 
 def meta_from_dataset(
