@@ -13,6 +13,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -49,10 +50,10 @@ def scan(path: Path | str, collect: frozenset[int] = frozenset()) -> Scan:
     with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            read_preamble(fp, False)
-            meta = _read_file_meta_info(fp)
-            ts = UID(str(meta.get("TransferSyntaxUID", "")).strip().rstrip("\0"))
+            ts, start = _file_meta(fp)
             little, implicit = ts.is_little_endian, ts.is_implicit_VR
+        except MalformedDataset:
+            raise
         except ValueError as exc:
             raise MalformedDataset(f"not a known transfer syntax: {exc}") from exc
         except Exception as exc:  # pydicom raises many types on garbage
@@ -60,7 +61,6 @@ def scan(path: Path | str, collect: frozenset[int] = frozenset()) -> Scan:
         if ts == DeflatedExplicitVRLittleEndian:
             # A deflate stream is checked by zlib when it is read.
             return Scan(ts, {}, implicit, little)
-        start = fp.tell()
         size = os.fstat(fp.fileno()).st_size
         if start >= size:
             raise MalformedDataset("data set is empty")
@@ -73,13 +73,43 @@ def scan(path: Path | str, collect: frozenset[int] = frozenset()) -> Scan:
     return Scan(ts, walker.collected, not explicit, little)
 
 
+_TRANSFER_SYNTAX = frozenset({0x00020010})
+_META_HEADER = struct.Struct("<4sHH2sHL")  # "DICM", (0002,0000) UL, length 4, value
+
+
+def _file_meta(fp: BinaryIO) -> tuple[UID, int]:
+    """The transfer syntax and where the data set starts. Reads the group length and walks
+    the group itself (what pynetdicom and conformant senders write); anything else goes to
+    pydicom's more forgiving reader."""
+    head = fp.read(144)
+    if len(head) == 144:
+        magic, group, element, vr, length, group_length = _META_HEADER.unpack_from(head, 128)
+        if (magic, group, element, vr, length) == (b"DICM", 2, 0, b"UL", 4):
+            end = 144 + group_length
+            meta = fp.read(group_length)
+            if len(meta) == group_length:
+                walker = _Walker(b"\0" * 144 + meta, True, "<", _TRANSFER_SYNTAX)
+                walker.dataset(144, end, in_item=False)
+                element_ = walker.collected.get(0x00020010)
+                if element_ is not None:
+                    return UID(element_.value.decode("ascii").strip(" \0")), end
+    fp.seek(0)
+    read_preamble(fp, False)
+    meta_ds = _read_file_meta_info(fp)
+    return UID(str(meta_ds.get("TransferSyntaxUID", "")).strip().rstrip("\0")), fp.tell()
+
+
 class _Walker:
     """Element headers only, in a tight loop over a memory map: values are skipped by their
     length (so a 1 GB pixel data element costs nothing), sequences and encapsulated pixel data
     are followed item by item. pydicom's own reader costs ~10x more per element."""
 
     def __init__(
-        self, buf: mmap.mmap, explicit: bool, endian: str, collect: frozenset[int] = frozenset()
+        self,
+        buf: mmap.mmap | bytes,
+        explicit: bool,
+        endian: str,
+        collect: frozenset[int] = frozenset(),
     ) -> None:
         self.buf = buf
         self.explicit = explicit
