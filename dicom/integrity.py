@@ -85,14 +85,13 @@ def _file_meta(fp: BinaryIO) -> tuple[UID, int]:
     if len(head) == 144:
         magic, group, element, vr, length, group_length = _META_HEADER.unpack_from(head, 128)
         if (magic, group, element, vr, length) == (b"DICM", 2, 0, b"UL", 4):
-            end = 144 + group_length
             meta = fp.read(group_length)
             if len(meta) == group_length:
-                walker = _Walker(b"\0" * 144 + meta, True, "<", _TRANSFER_SYNTAX)
-                walker.dataset(144, end, in_item=False)
+                walker = _Walker(meta, True, "<", _TRANSFER_SYNTAX)
+                walker.dataset(0, group_length, in_item=False)
                 element_ = walker.collected.get(0x00020010)
                 if element_ is not None:
-                    return UID(element_.value.decode("ascii").strip(" \0")), end
+                    return UID(element_.value.decode("ascii").strip(" \0")), 144 + group_length
     fp.seek(0)
     read_preamble(fp, False)
     meta_ds = _read_file_meta_info(fp)

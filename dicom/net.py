@@ -15,7 +15,7 @@ Where to hook it (checked against pynetdicom 3.0.4, ``transport.py``):
 * Acceptor (SCP): ``RequestHandler.handle()`` triggers ``EVT_CONN_OPEN`` after the
   server-level handlers are bound and before ``assoc.start()``.
 
-The same hook prepares the association for :mod:`dicom.reactor`'s event-driven loops.
+The same hook prepares the association for :mod:`dicom.pynetdicom_tuning` (event-driven loops).
 
 Bind with ``ae.associate(..., evt_handlers=NODELAY_HANDLERS)`` or
 ``ae.start_server(..., evt_handlers=[*NODELAY_HANDLERS, ...])``.
@@ -29,7 +29,7 @@ import socket
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from dicom import reactor
+from dicom import pynetdicom_tuning
 
 __all__ = ["NODELAY_HANDLERS", "set_nodelay"]
 
@@ -42,8 +42,8 @@ def set_nodelay(event: Event) -> None:
     Best effort: a socket that is already gone or refuses the option only costs speed,
     so the error is logged and the association proceeds.
     """
-    if reactor.install():
-        reactor.prepare(event.assoc)
+    if pynetdicom_tuning.install():
+        pynetdicom_tuning.prepare(event.assoc)
     dul_socket = getattr(event.assoc.dul, "socket", None)  # pynetdicom AssociationSocket
     sock = getattr(dul_socket, "socket", None)  # socket.socket, or ssl.SSLSocket with TLS
     if sock is None:
@@ -55,7 +55,7 @@ def set_nodelay(event: Event) -> None:
 
 
 def _closed(event: Event) -> None:
-    reactor.release(event.assoc)
+    pynetdicom_tuning.release(event.assoc)
 
 
 NODELAY_HANDLERS = [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_CONN_CLOSE, _closed)]

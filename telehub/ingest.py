@@ -236,12 +236,11 @@ def _index_cached(
     series_id = cache.series.get(meta.series_uid) if cache is not None else None
     if known is None or series_id is None:
         with db.session() as session:
-            outcome, study_id, series_id = _index(
+            outcome, study, series = _index(
                 session, facility_id, meta, key, stored.size, stored.sha256, source
             )
-            modalities = set(
-                session.scalar(select(Study.modalities).where(Study.id == study_id)).split("\\")
-            )
+            study_id, series_id = study.id, series.id
+            modalities = set(study.modalities.split("\\"))
         if cache is not None:
             cache.studies[meta.study_uid] = (study_id, outcome.case_id, modalities)
             cache.series[meta.series_uid] = series_id
@@ -285,7 +284,7 @@ def _index(
     size: int,
     sha256: str,
     source: str,
-) -> tuple[StoreOutcome, int, int]:
+) -> tuple[StoreOutcome, Study, Series]:
     now = utcnow()
     patient = patient_for(
         session,
@@ -367,7 +366,7 @@ def _index(
         study.modalities = "\\".join(m for m in (*study.modalities.split("\\"), meta.modality) if m)
     session.flush()
     outcome = StoreOutcome(instance_id=instance.id, case_id=study.case_id, duplicate=False)
-    return outcome, study.id, series.id
+    return outcome, study, series
 
 
 def complete_studies(

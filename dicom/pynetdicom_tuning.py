@@ -1,4 +1,5 @@
-"""Wake pynetdicom's polling loops on events instead of sleeping a fixed millisecond.
+"""pynetdicom's hot spots, patched in one place: polling loops woken by events instead of
+sleeping a fixed millisecond, large socket reads, and the received file meta encoded directly.
 
 pynetdicom 3.0 runs two loops per association: the DUL reactor (socket <-> state machine) and
 the association reactor (DIMSE messages -> handlers). Each sleeps ~1 ms whenever it finds
