@@ -9,7 +9,24 @@ from pathlib import Path
 from aiohttp import web
 
 from dicom.web import routes as dicomweb
-from telehub.api import cases, dicom_nodes, ecg, health, openapi, session, uploads, worklist
+from telehub.api import (
+    analytics,
+    assignment,
+    cases,
+    consortium,
+    dicom_nodes,
+    ecg,
+    events,
+    health,
+    notifications,
+    openapi,
+    referrals,
+    reports,
+    routing,
+    session,
+    uploads,
+    worklist,
+)
 from telehub.api.common import SERVICES, WORK_QUEUED, public
 from telehub.api.middleware import authenticate, errors
 from telehub.services import Services
@@ -32,7 +49,24 @@ def create_app(
     app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_JSON_BODY)
     app[SERVICES] = services
     app[WORK_QUEUED] = on_work_queued
-    for module in (health, session, worklist, cases, ecg, dicom_nodes, uploads, openapi):
+    for module in (
+        health,
+        session,
+        worklist,
+        cases,
+        assignment,
+        reports,
+        routing,
+        consortium,
+        events,
+        notifications,
+        analytics,
+        referrals,
+        ecg,
+        dicom_nodes,
+        uploads,
+        openapi,
+    ):
         app.add_routes(module.routes)
     dicomweb.setup(app)
     app.router.add_get("/", index)

@@ -84,9 +84,18 @@ def receive(config_file: str | None, exit_with_parent: bool) -> None:
 @_config_option
 @click.option("--concurrency", "-c", type=int, help="Worker threads or processes.")
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork")
+@click.option(
+    "--beat",
+    is_flag=True,
+    help="Also run the periodic scheduler (SLA and lease checks); one per deployment.",
+)
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 def worker(
-    config_file: str | None, concurrency: int | None, pool: str, exit_with_parent: bool
+    config_file: str | None,
+    concurrency: int | None,
+    pool: str,
+    beat: bool,
+    exit_with_parent: bool,
 ) -> None:
     """Run a Celery worker against the configured broker."""
     from workers.app import QUEUE, configure
@@ -113,7 +122,22 @@ def worker(
             "--without-gossip",
             "--hostname",
             f"telehub-{os.getpid()}@%h",
+            *(["--beat", "--schedule", str(settings.beat_schedule_file)] if beat else []),
         ]
+    )
+
+
+@main.command()
+@_config_option
+def beat(config_file: str | None) -> None:
+    """Run the periodic scheduler (Celery beat) alone: one per scaled deployment."""
+    from workers.app import configure
+
+    settings = _settings(config_file)
+    _logging(settings.log_level)
+    app = configure(settings)
+    app.start(
+        ["beat", "--loglevel", settings.log_level, "--schedule", str(settings.beat_schedule_file)]
     )
 
 

@@ -56,6 +56,23 @@ class Settings:
     stow_max_bytes: int = 4 * 1024**3
     #: Largest resumable upload (bytes) at /api/v1/uploads; bigger ones are refused with 413.
     upload_max_bytes: int = 4 * 1024**3
+    #: SLA targets: seconds from study complete to final report, per priority.
+    sla_stat_seconds: float = 30 * 60
+    sla_urgent_seconds: float = 2 * 3600
+    sla_routine_seconds: float = 24 * 3600
+    #: An unclaimed case goes up a tier after this fraction of its SLA (0: never).
+    sla_escalate_fraction: float = 0.5
+    #: "SLA near breach" is notified after this fraction of the SLA.
+    sla_warn_fraction: float = 0.8
+    #: How often the Celery beat task checks deadlines, leases and escalations (seconds).
+    sla_check_seconds: float = 30.0
+    #: A claim or assignment lapses back to the worklist after this long without activity.
+    claim_lease_seconds: float = 15 * 60
+    #: Priors: "issuer" matches patients by (issuer, patient ID); "id" by patient ID alone
+    #: (for a consortium that uses one identifier everywhere, e.g. the resident ID card number).
+    patient_match: str = "issuer"
+    #: Webhook delivery: attempts before a delivery is marked failed.
+    webhook_max_attempts: int = 8
     log_level: str = "INFO"
     #: Browser origins allowed to call /dicomweb (a web viewer such as OHIF); comma list, "*" any.
     cors_origins: str = ""
@@ -83,6 +100,11 @@ class Settings:
         return (self.data / "broker").resolve()
 
     @property
+    def beat_schedule_file(self) -> Path:
+        """Where Celery beat keeps when each periodic task last ran."""
+        return (self.data / "celerybeat-schedule").resolve()
+
+    @property
     def cors_origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
@@ -94,6 +116,10 @@ class Settings:
     def spool(self) -> Path:
         """Local, durable staging folder on the data disk (received files, uploads)."""
         return (self.data / "spool").resolve()
+
+    def sla_seconds(self, priority: str) -> float:
+        """The SLA target of a priority (stat, urgent, routine)."""
+        return float(getattr(self, f"sla_{priority}_seconds"))
 
     @property
     def run_embedded_worker(self) -> bool:
@@ -149,6 +175,15 @@ class Settings:
                 raise ConfigError(f"unknown dicom_default_charset {charset!r}")
         if settings.dicom_duplicates not in ("keep", "replace"):
             raise ConfigError("dicom_duplicates must be 'keep' or 'replace'")
+        if settings.patient_match not in ("issuer", "id"):
+            raise ConfigError("patient_match must be 'issuer' or 'id'")
+        for name in ("sla_stat_seconds", "sla_urgent_seconds", "sla_routine_seconds"):
+            if getattr(settings, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if not (0 <= settings.sla_escalate_fraction <= 1 and 0 < settings.sla_warn_fraction <= 1):
+            raise ConfigError("sla_escalate_fraction and sla_warn_fraction must be in [0, 1]")
+        if settings.sla_check_seconds <= 0 or settings.claim_lease_seconds <= 0:
+            raise ConfigError("sla_check_seconds and claim_lease_seconds must be positive")
         if settings.dicom_processes < 0 or settings.study_quiet_seconds < 0:
             raise ConfigError("dicom_processes and study_quiet_seconds cannot be negative")
         return settings

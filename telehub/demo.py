@@ -20,6 +20,8 @@ class DemoAccount:
     facility: str
     centre: Service | None
     display_name: str
+    qualifications: tuple[str, ...] = ()
+    may_sign_final: bool = True
 
 
 FACILITIES = (
@@ -30,18 +32,41 @@ FACILITIES = (
     ("T2", "河西乡卫生院 Hexi Township Health Centre", Tier.TOWNSHIP, "CH", "CLINIC2"),
 )
 CENTRES = (
-    ("PH", Service.IMAGING, "省人民医院影像中心 Provincial Imaging Centre"),
-    ("PH", Service.ECG, "省人民医院心电中心 Provincial ECG Centre"),
-    ("CH", Service.IMAGING, "县影像中心 County Imaging Centre"),
-    ("CH", Service.ECG, "县心电中心 County ECG Centre"),
+    # facility, service, name, subspecialties
+    ("PH", Service.IMAGING, "省人民医院影像中心 Provincial Imaging Centre", ("neuro", "msk")),
+    ("PH", Service.ECG, "省人民医院心电中心 Provincial ECG Centre", ()),
+    ("CH", Service.IMAGING, "县影像中心 County Imaging Centre", ()),
+    ("CH", Service.ECG, "县心电中心 County ECG Centre", ()),
 )
 #: origin facility -> lead facility whose centres read for it
 LINKS = (("T1", "CH"), ("T2", "CH"), ("CH", "PH"))
 ACCOUNTS = (
     DemoAccount("admin", Role.ADMIN, "CH", None, "系统管理员 Administrator"),
     DemoAccount("reader", Role.READER, "CH", Service.IMAGING, "李医生 Dr Li (county radiologist)"),
+    DemoAccount(
+        "reader2", Role.READER, "CH", Service.IMAGING, "周医生 Dr Zhou (county radiologist)"
+    ),
+    DemoAccount(
+        "resident",
+        Role.READER,
+        "CH",
+        Service.IMAGING,
+        "孙医生 Dr Sun (county resident, preliminary reports only)",
+        qualifications=("CR", "DX", "CT"),
+        may_sign_final=False,
+    ),
     DemoAccount("ecgreader", Role.READER, "CH", Service.ECG, "王医生 Dr Wang (county ECG reader)"),
-    DemoAccount("expert", Role.READER, "PH", Service.IMAGING, "陈教授 Prof Chen (provincial)"),
+    DemoAccount(
+        "expert",
+        Role.READER,
+        "PH",
+        Service.IMAGING,
+        "陈教授 Prof Chen (provincial neuroradiologist)",
+        qualifications=("CT", "MR", "CR", "DX", "neuro"),
+    ),
+    DemoAccount(
+        "ecgexpert", Role.READER, "PH", Service.ECG, "吴教授 Prof Wu (provincial cardiologist)"
+    ),
     DemoAccount("clinic", Role.CLINIC, "T1", None, "张医生 Dr Zhang (Chengguan clinic)"),
     DemoAccount("clinic2", Role.CLINIC, "T2", None, "赵医生 Dr Zhao (Hexi clinic)"),
 )
@@ -65,9 +90,14 @@ def seed_demo(db: Database) -> bool:
             session.flush()
             facilities[code] = fac
         centres: dict[tuple[str, Service], ReadingCentre] = {}
-        for code, service, name in CENTRES:
+        for code, service, name, subspecialties in CENTRES:
             centre = ReadingCentre(
-                facility_id=facilities[code].id, service=service.value, name=name
+                code=f"{code}-{service.value.upper()}",
+                facility_id=facilities[code].id,
+                service=service.value,
+                name=name,
+                modalities=[],
+                subspecialties=list(subspecialties),
             )
             session.add(centre)
             session.flush()
@@ -90,6 +120,8 @@ def seed_demo(db: Database) -> bool:
                     role=acct.role.value,
                     facility_id=facilities[acct.facility].id,
                     centre_id=centres[acct.facility, acct.centre].id if acct.centre else None,
+                    qualifications=list(acct.qualifications),
+                    may_sign_final=acct.may_sign_final,
                 )
             )
         return True

@@ -34,9 +34,10 @@ def _child_command(*args: str) -> list[str]:
 
 
 def worker_command(settings: Settings) -> list[str]:
-    """A real Celery worker on the configured broker, as a child that dies with us."""
+    """A real Celery worker on the configured broker, as a child that dies with us; it runs
+    the periodic scheduler too (the embedded mode has exactly one worker)."""
     return _child_command(
-        "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency)
+        "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency), "--beat"
     )
 
 

@@ -11,7 +11,16 @@ from telehub.config import Settings
 
 QUEUE = "telehub"
 
-app = Celery("telehub", include=["workers.tasks"])
+app = Celery(
+    "telehub",
+    include=[
+        "workers.tasks",
+        "workers.sla_tasks",
+        "workers.assignment_tasks",
+        "workers.report_tasks",
+        "workers.notify_tasks",
+    ],
+)
 _settings: Settings | None = None
 
 
@@ -33,6 +42,16 @@ def configure(settings: Settings) -> Celery:
         "task_serializer": "json",
         "accept_content": ["json"],
         "broker_transport": None,  # the URL's scheme decides, except for the folder broker
+        # Periodic checks (run by ``telehub beat`` or a worker started with --beat); each
+        # task is idempotent, so a late or doubled tick is harmless.
+        "beat_schedule": {
+            "sla-sweep": {"task": "telehub.sla_sweep", "schedule": settings.sla_check_seconds},
+            "lease-sweep": {
+                "task": "telehub.expire_leases",
+                "schedule": min(settings.sla_check_seconds, settings.claim_lease_seconds / 4),
+            },
+        },
+        "timezone": "UTC",
     }
     if settings.resolved_broker_url.startswith("filesystem://"):
         folder = settings.broker_folder

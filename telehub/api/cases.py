@@ -1,14 +1,13 @@
-"""Cases: list, detail (with timeline and TAT), claim, and reports."""
+"""Cases: list, detail (with timeline and TAT), and marking a case complete."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from telehub import cases, reports
+from telehub import cases
 from telehub.api.common import (
     WORK_QUEUED,
     int_param,
-    json_body,
     path_id,
     principal,
     remote,
@@ -52,19 +51,6 @@ async def get_case(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
-@routes.post("/api/v1/cases/{id}/claim")
-async def claim(request: web.Request) -> web.Response:
-    data = await run(
-        request,
-        cases.claim,
-        services(request).db,
-        principal(request),
-        path_id(request),
-        remote(request),
-    )
-    return web.json_response(data)
-
-
 @routes.post("/api/v1/cases/{id}/complete")
 async def mark_complete(request: web.Request) -> web.Response:
     data = await run(
@@ -77,22 +63,3 @@ async def mark_complete(request: web.Request) -> web.Response:
     )
     request.app[WORK_QUEUED]()
     return web.json_response(data)
-
-
-@routes.post("/api/v1/cases/{id}/reports")
-async def add_report(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    text, status = body.get("text"), body.get("status")
-    if not isinstance(text, str) or not isinstance(status, str):
-        raise Invalid('body needs "text" and "status" strings', "bad_report")
-    data = await run(
-        request,
-        reports.add_report,
-        services(request).db,
-        principal(request),
-        path_id(request),
-        text,
-        status,
-        remote(request),
-    )
-    return web.json_response(data, status=201)

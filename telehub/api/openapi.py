@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 from typing import Any
 
 from aiohttp import web
@@ -162,37 +164,6 @@ SPEC: dict[str, Any] = {
                 "summary": "One case with studies, reports, timeline and turnaround times",
                 "parameters": [_ID],
                 "responses": _responses({"$ref": "#/components/schemas/CaseDetail"}, 401, 404),
-            }
-        },
-        "/api/v1/cases/{id}/claim": {
-            "post": {
-                "summary": "Claim a routed case for the calling reader",
-                "parameters": [_ID],
-                "responses": _responses({"$ref": "#/components/schemas/Case"}, 401, 403, 404, 409),
-            }
-        },
-        "/api/v1/cases/{id}/reports": {
-            "post": {
-                "summary": "Add a preliminary or final report to a claimed case",
-                "parameters": [_ID],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["text", "status"],
-                                "properties": {
-                                    "text": {"type": "string"},
-                                    "status": {"enum": ["preliminary", "final"]},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": _responses(
-                    {"type": "object"}, 400, 401, 403, 404, 409, ok_status="201"
-                ),
             }
         },
         "/api/v1/uploads": {
@@ -471,6 +442,32 @@ SPEC: dict[str, Any] = {
 }
 
 
+#: API modules that declare their own paths as ``OPENAPI_PATHS`` (see telehub.api.schema).
+PATH_MODULES = (
+    "telehub.api.consortium",
+    "telehub.api.routing",
+    "telehub.api.assignment",
+    "telehub.api.events",
+    "telehub.api.reports",
+    "telehub.api.notifications",
+    "telehub.api.analytics",
+    "telehub.api.referrals",
+)
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
+    """SPEC plus every module's fragment; a path declared twice is a programming error."""
+    document = {**SPEC, "paths": dict(SPEC["paths"])}
+    for name in PATH_MODULES:
+        for path, operations in importlib.import_module(name).OPENAPI_PATHS.items():
+            merged = document["paths"].setdefault(path, {})
+            clash = set(merged) & set(operations)
+            assert not clash, f"{path}: {sorted(clash)} declared twice"
+            merged.update(operations)
+    return document
+
+
 @routes.get("/api/v1/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(SPEC)
+    return web.json_response(spec())

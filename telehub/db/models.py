@@ -89,6 +89,47 @@ class CaseStatus(enum.StrEnum):
 class ReportStatus(enum.StrEnum):
     PRELIMINARY = "preliminary"
     FINAL = "final"
+    ADDENDUM = "addendum"  # after a final report; the final stays as it was
+
+
+class ClaimKind(enum.StrEnum):
+    """How a case came to its reader."""
+
+    CLAIM = "claim"  # the reader pulled it from the centre's worklist
+    PUSH = "push"  # the hub assigned it (best available qualified reader)
+    ADMIN = "admin"  # an admin reassigned it
+
+
+class WebhookKind(enum.StrEnum):
+    JSON = "json"  # generic JSON POST
+    WECOM = "wecom"  # 企业微信 group robot
+    DINGTALK = "dingtalk"  # 钉钉 group robot
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # retries exhausted; visible to admins
+
+
+class ReferralDirection(enum.StrEnum):
+    UP = "up"  # to a higher tier (上转)
+    DOWN = "down"  # back to a lower tier, e.g. for rehabilitation (下转)
+
+
+class ReferralStatus(enum.StrEnum):
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    BOOKED = "booked"  # appointment, exam or bed booked
+    COMPLETED = "completed"  # the patient arrived / was seen
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+
+
+class BookingKind(enum.StrEnum):
+    APPOINTMENT = "appointment"
+    EXAM = "exam"
+    BED = "bed"
 
 
 def _check(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
@@ -115,13 +156,26 @@ class Facility(Base):
 
 
 class ReadingCentre(Base):
+    """A facility's readers for imaging (optionally only some modalities) or for ECG."""
+
     __tablename__ = "reading_centres"
-    __table_args__ = (UniqueConstraint("facility_id", "service"), _check("service", Service))
+    __table_args__ = (_check("service", Service),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    #: Stable short name used by the consortium file and rules ("CH-IMG").
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     service: Mapped[str] = mapped_column(String(16))
+    #: DICOM modality codes it reads; empty: every modality of its service.
+    modalities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Subspecialties it offers ("neuro", "msk", "paediatric", ...).
+    subspecialties: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: When it reads, e.g. "mon-fri 08:00-17:30; sat 08:00-12:00"; empty: around the clock.
+    service_hours: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    timezone: Mapped[str] = mapped_column(
+        String(64), default="Asia/Shanghai", server_default="Asia/Shanghai"
+    )
 
     facility: Mapped[Facility] = relationship()
 
@@ -153,6 +207,16 @@ class User(Base):
     facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
     #: For readers: the reading centre whose worklist they work from.
     centre_id: Mapped[int | None] = mapped_column(ForeignKey("reading_centres.id"))
+    #: For readers: modality codes, "ECG" and subspecialties they are qualified for; empty:
+    #: everything their centre reads.
+    qualifications: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: For readers: may sign a final report (a resident writes preliminaries only).
+    may_sign_final: Mapped[bool] = mapped_column(default=True, server_default="1")
+    #: For readers: most open cases the hub pushes to them (STAT bypasses it); NULL: no cap.
+    max_open_cases: Mapped[int | None] = mapped_column(Integer)
+    #: For readers: available for push assignment now.
+    on_duty: Mapped[bool] = mapped_column(default=True, server_default="1")
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -192,8 +256,14 @@ class Case(Base):
         _check("kind", CaseKind),
         _check("priority", Priority),
         _check("status", CaseStatus),
-        Index("ix_cases_centre_worklist", "centre_id", "status", "priority_rank", "arrived_at"),
+        Index(
+            "ix_cases_centre_worklist", "centre_id", "status", "priority_rank", "sla_deadline", "id"
+        ),
+        Index("ix_cases_reader_worklist", "reader_id", "status", "priority_rank", "sla_deadline"),
         Index("ix_cases_origin", "origin_facility_id", "arrived_at"),
+        Index("ix_cases_status_deadline", "status", "sla_deadline"),
+        Index("ix_cases_status_escalate", "status", "escalate_at"),
+        Index("ix_cases_lease", "lease_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -207,8 +277,25 @@ class Case(Base):
     centre_id: Mapped[int | None] = mapped_column(ForeignKey("reading_centres.id"))
     reader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     clinical_question: Mapped[str] = mapped_column(Text, default="")
+    #: Body part examined (from the series), for routing rules.
+    body_part: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: Subspecialty the sender asked for (or a rule set), e.g. "neuro"; empty: none.
+    subspecialty: Mapped[str] = mapped_column(String(64), default="", server_default="")
     #: When the first piece of the case (first DICOM instance, ECG upload) arrived.
     arrived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the report is due (SLA target of its priority, counted from complete).
+    sla_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When an unclaimed case goes up a tier automatically (a fraction of the SLA).
+    escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How many times it went up a tier; a second opinion keeps the first reader's report.
+    escalations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    second_opinion: Mapped[bool] = mapped_column(default=False, server_default="0")
+    claim_kind: Mapped[str | None] = mapped_column(String(16))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The reader's hold on the case; back on the worklist when it passes unrenewed.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     origin: Mapped[Facility] = relationship()
@@ -311,10 +398,158 @@ class Report(Base):
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
+    #: Template code it was written from, and its sections ({"findings": ..., ...}).
+    template: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    sections: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     author: Mapped[User] = relationship()
+    cosignatures: Mapped[list[ReportCosignature]] = relationship(order_by="ReportCosignature.id")
+
+
+class ReportCosignature(Base):
+    """A second reader (typically tertiary) countersigning a report version; the version
+    itself never changes."""
+
+    __tablename__ = "report_cosignatures"
+    __table_args__ = (UniqueConstraint("report_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship()
+
+
+class ReportTemplate(Base):
+    """A report skeleton per modality or for ECG: named sections with starting text."""
+
+    __tablename__ = "report_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: CaseKind it serves (imaging, ecg) and, for imaging, a modality code or NULL for any.
+    kind: Mapped[str] = mapped_column(String(16))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(16), default="zh-CN")
+    #: [{"key": "findings", "title": "检查所见 Findings", "text": "..."}, ...]
+    sections: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class RoutingRule(Base):
+    """Sends matching cases to a reading centre; tried in ``position`` order before the
+    default (the origin's own county centre). An empty match list matches anything."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    position: Mapped[int] = mapped_column(Integer, default=100)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
+    modalities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    body_parts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subspecialties: Mapped[list[str]] = mapped_column(JSON, default=list)
+    priorities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    origin_facility_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    origin_tiers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    centre_id: Mapped[int] = mapped_column(ForeignKey("reading_centres.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    centre: Mapped[ReadingCentre] = relationship()
+
+
+class Notification(Base):
+    """An in-app message to one user (new STAT case, SLA near breach, report signed, ...)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_unread", "user_id", "read_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    title: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Webhook(Base):
+    """An outgoing webhook: generic JSON, or a WeCom / DingTalk group robot."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (_check("kind", WebhookKind),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(1000))
+    #: DingTalk signing secret, or the HMAC key of a generic webhook; empty: none.
+    secret: Mapped[str] = mapped_column(String(200), default="")
+    #: Notification kinds it receives; empty: all.
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Only cases sent from or read at this facility; NULL: the whole consortium.
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
+    #: Patient names leave the hub only when an admin allows it for this webhook.
+    include_patient_name: Mapped[bool] = mapped_column(default=False)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One message to one webhook, retried by Celery; failures stay for admins to see."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        _check("status", DeliveryStatus),
+        Index("ix_webhook_deliveries_status", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Referral(Base):
+    """Two-way referral (双向转诊) of a case's patient up or down a tier, tracked to the end."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (
+        _check("direction", ReferralDirection),
+        _check("status", ReferralStatus),
+        Index("ix_referrals_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    direction: Mapped[str] = mapped_column(String(8))
+    from_facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    to_facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    #: What was booked at the receiving side: BookingKind, when, and its reference.
+    booking_kind: Mapped[str | None] = mapped_column(String(16))
+    booking_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    booking_ref: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(16), default=ReferralStatus.REQUESTED.value)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CaseEvent(Base):
