@@ -1,5 +1,9 @@
 """The clinic side of ECG upload: ``telehub send`` hands non-DICOM ECG files (WFDB records,
-aECG and vendor XML, zips) to the hub's HTTP API, one upload per record."""
+aECG and vendor XML, zips) to the hub's HTTP API, one upload per record.
+
+ECG files are known by their ending, and XML ECGs (HL7 aECG, Philips, GE MUSE) also by their
+content, through the same detection the hub uses, so an export named without ``.xml`` (some
+carts write ``.ecg`` or no ending) still goes as an ECG instead of failing as DICOM."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 
 #: File endings that are sent over HTTP as ECGs rather than by C-STORE.
 ECG_SUFFIXES = {".hea", ".dat", ".atr", ".xyz", ".qrs", ".xml", ".zip"}
+_XML_STARTS = (b"<", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass
@@ -33,11 +38,25 @@ def split_ecg_files(files: Iterable[Path]) -> tuple[list[Path], list[list[Path]]
     for f in files:
         if f.with_suffix("") in stems:
             records[f.with_suffix("")].append(f)
-        elif f.suffix.lower() in ECG_SUFFIXES:
+        elif f.suffix.lower() in ECG_SUFFIXES or is_xml_ecg(f):
             singles.append([f])
         else:
             dicom.append(f)
     return dicom, [sorted(group) for group in records.values()] + singles
+
+
+def is_xml_ecg(path: Path) -> bool:
+    """Whether the file is an XML ECG the hub reads (aECG, Philips, MUSE), by its content."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64).lstrip(b" \t\r\n")
+    except OSError:
+        return False
+    if not head.startswith(_XML_STARTS):
+        return False  # DICOM (a 128-byte preamble) and other binaries: not opened further
+    from ecg.formats import XML_ECG_KINDS, detect_format
+
+    return detect_format(path) in XML_ECG_KINDS
 
 
 def _multipart(files: list[Path], fields: dict[str, str]) -> tuple[bytes, str]:

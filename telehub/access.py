@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, exists, false, or_, select, true
 
 from telehub.auth import Principal
-from telehub.db.models import Case, ReadingCentre, Role
+from telehub.db.models import Case, CaseEvent, ReadingCentre, Role
+from telehub.timeline import Event
 
 
 def visible_to(principal: Principal) -> ColumnElement[bool]:
-    """Which cases a user may see: a clinic its facility's, a reader its centre's."""
+    """Which cases a user may see: a clinic its facility's, a reader its centre's (and those
+    its centre sent up a tier)."""
     if principal.role == Role.ADMIN.value:
         return true()
     if principal.role == Role.CLINIC.value:
         return Case.origin_facility_id == principal.facility_id
     if principal.role == Role.READER.value:
-        clauses = [Case.reader_id == principal.user_id]
+        clauses: list[ColumnElement[bool]] = [Case.reader_id == principal.user_id]
         if principal.centre_id is not None:
             clauses.append(Case.centre_id == principal.centre_id)
+            clauses.append(_sent_up_from(principal.centre_id))
         return or_(*clauses)
     return false()
+
+
+def _sent_up_from(centre_id: int) -> ColumnElement[bool]:
+    """Cases the centre sent up a tier (escalation or second opinion), so its readers can
+    follow them. A correlated EXISTS on the timeline's (case_id, kind) index, last in the OR:
+    rows the centre or reader arms already admit never evaluate it, and a query driven by
+    another index (the worklist's) keeps that index."""
+    return exists().where(
+        CaseEvent.case_id == Case.id,
+        CaseEvent.kind.in_((Event.ESCALATED, Event.SECOND_OPINION)),
+        CaseEvent.detail["from_centre_id"].as_integer() == centre_id,
+    )
 
 
 def visible_to_facility(facility_id: int) -> ColumnElement[bool]:

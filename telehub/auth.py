@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -17,8 +18,13 @@ from telehub.db.types import utcnow
 from telehub.errors import Unauthorized
 
 _hasher = PasswordHasher()
-# A hash to verify against when the user does not exist, so timing does not reveal usernames.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so timing does not reveal
+    usernames; made on first use, not at import (argon2 costs every CLI start ~0.5 s)."""
+    return _hasher.hash("not-a-real-password")
 
 
 def hash_password(password: str) -> str:
@@ -55,7 +61,7 @@ def login(db: Database, username: str, password: str, ttl_seconds: int) -> tuple
     with db.session() as session:
         user = session.scalar(select(User).where(User.username == username))
         if user is None:
-            verify_password(_DUMMY_HASH, password)
+            verify_password(_dummy_hash(), password)
             raise Unauthorized("wrong username or password", "invalid_credentials")
         if not verify_password(user.password_hash, password) or not user.active:
             raise Unauthorized("wrong username or password", "invalid_credentials")
@@ -71,15 +77,29 @@ def login(db: Database, username: str, password: str, ttl_seconds: int) -> tuple
 
 
 def authenticate(db: Database, token: str) -> Principal:
+    """Every request's first step: one indexed query for the token and its user."""
     with db.reader() as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token)))
-        if row is None or row.revoked_at is not None:
-            raise Unauthorized("invalid token", "invalid_token")
-        if row.expires_at <= utcnow():
-            raise Unauthorized("token expired", "token_expired")
-        if not row.user.active:
-            raise Unauthorized("account disabled", "invalid_token")
-        return _principal(row.user)
+        row = session.execute(
+            select(
+                ApiToken.revoked_at,
+                ApiToken.expires_at,
+                User.id,
+                User.username,
+                User.role,
+                User.facility_id,
+                User.centre_id,
+                User.active,
+            )
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash == _digest(token))
+        ).one_or_none()
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("invalid token", "invalid_token")
+    if row.expires_at <= utcnow():
+        raise Unauthorized("token expired", "token_expired")
+    if not row.active:
+        raise Unauthorized("account disabled", "invalid_token")
+    return Principal(row.id, row.username, row.role, row.facility_id, row.centre_id)
 
 
 def revoke(db: Database, token: str) -> None:

@@ -9,10 +9,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from telehub.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from telehub.db import Database
 
 _config_option = click.option(
     "--config",
@@ -287,3 +291,69 @@ def send(
         failed = failed or bool(result.refused)
     if failed:
         sys.exit(1)
+
+
+@main.group()
+def consortium() -> None:
+    """Load or export the consortium definition (facilities, grids, centres, users, rules)."""
+
+
+def _consortium_db(config_file: str | None) -> Database:
+    from telehub.db import Database
+    from telehub.db.migrate import upgrade
+
+    settings = _settings(config_file)
+    _logging(settings.log_level)
+    settings.data.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    upgrade(db)
+    return db
+
+
+@consortium.command("load")
+@_config_option
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--dry-run", is_flag=True, help="Check and print what would change; write nothing.")
+def consortium_load(config_file: str | None, file: TextIO, dry_run: bool) -> None:
+    """Check a consortium definition (TOML, see docs/consortium.md) and apply it in one
+    transaction. Entities the file does not mention are left alone."""
+    from telehub import consortium as definitions
+    from telehub.errors import TelehubError
+
+    db = _consortium_db(config_file)
+    try:
+        outcome = definitions.load(
+            db, definitions.parse_toml(file.read()), dry_run=dry_run, remote="cli"
+        )
+    except definitions.ConsortiumError as exc:
+        click.echo(f"{file.name}: consortium definition refused, nothing was changed:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    except TelehubError as exc:
+        click.echo(f"{file.name}: {exc.message}", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
+    click.echo(outcome.summary())
+
+
+@consortium.command("export")
+@_config_option
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@click.option(
+    "--with-password-hashes",
+    is_flag=True,
+    help="Include the users' password hashes (so a fresh hub can be loaded from the file).",
+)
+def consortium_export(config_file: str | None, output: TextIO, with_password_hashes: bool) -> None:
+    """Write the current consortium as a TOML definition that ``load`` takes back."""
+    from telehub import consortium as definitions
+
+    db = _consortium_db(config_file)
+    try:
+        with db.reader() as session:
+            data = definitions.export(session, with_password_hashes=with_password_hashes)
+    finally:
+        db.dispose()
+    output.write(definitions.to_toml(data))

@@ -73,6 +73,8 @@ class Settings:
     patient_match: str = "issuer"
     #: Webhook delivery: attempts before a delivery is marked failed.
     webhook_max_attempts: int = 8
+    #: Webhook delivery: first retry after this many seconds, doubling each time (max 1 h).
+    webhook_backoff_seconds: float = 10.0
     log_level: str = "INFO"
     #: Browser origins allowed to call /dicomweb (a web viewer such as OHIF); comma list, "*" any.
     cors_origins: str = ""

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from telehub import audit, outbox, timeline
+from telehub import audit, outbox, sla, timeline
 from telehub.access import visible_to
 from telehub.auth import Principal
+from telehub.config import Settings
 from telehub.db import Database
 from telehub.db.models import (
     PRIORITY_RANK,
@@ -168,8 +169,10 @@ def record_analysis(
     analysis: dict[str, Any],
     critical: bool,
     outbox_id: int | None = None,
+    settings: Settings | None = None,
 ) -> bool:
-    """Keep the first analysis of an ECG; a critical one raises its case to STAT.
+    """Keep the first analysis of an ECG; a critical one raises its case to STAT (and moves
+    its SLA deadline to STAT's).
 
     Returns False when the ECG was already analysed (a repeated task changes nothing)."""
     with db.session() as session:
@@ -198,6 +201,9 @@ def record_analysis(
                 .execution_options(synchronize_session=False)
             ).rowcount
             if raised:
+                case = session.get_one(Case, record.case_id)
+                session.refresh(case)
+                sla.reprioritise(settings or Settings(), session, case)
                 timeline.record(
                     session,
                     record.case_id,

@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from telehub.db import Database
+from telehub.db.migrate import upgrade
+from telehub.demo import seed_demo
 from tests.helpers import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -22,6 +26,21 @@ from tests.helpers import (
     start_hub,
     wait_port,
 )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The demo consortium in a fresh database, once on SQLite and once on PostgreSQL."""
+    url = (
+        f"sqlite:///{tmp_path / 'hub.sqlite3'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    database = Database(url)
+    upgrade(database)
+    seed_demo(database)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture(scope="session")

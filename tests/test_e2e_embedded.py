@@ -71,10 +71,11 @@ def run_report_path(hub: Hub) -> None:
     assert case["status"] == "final"
     assert case["reports"][-1]["status"] == "final"
     assert "no acute abnormality" in case["reports"][-1]["text"]
-    assert case["studies"][0]["instance_count"] == 1
+    # The image, then (once the worker stored it) the report as a Basic Text SR in the study.
+    assert case["studies"][0]["instance_count"] in (1, 2)
     kinds = [e["kind"] for e in case["timeline"]]
     assert kinds[:4] == ["first_instance", "study_complete", "routed", "claimed"]
-    assert kinds[-1] == "report_final"
+    assert kinds.index("report_final") < kinds.index("delivered")
 
     tat = case["tat"]
     for part in (

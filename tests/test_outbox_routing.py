@@ -4,11 +4,9 @@ repeated task changes nothing. Run on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
-import pytest
 from kombu import Connection
 from sqlalchemy import select
 
@@ -16,26 +14,10 @@ from dicom.meta import read_instance_meta
 from telehub import ingest, routing
 from telehub.config import Settings
 from telehub.db import Database
-from telehub.db.migrate import upgrade
 from telehub.db.models import Case, CaseEvent, CaseStatus, Facility, OutboxMessage
-from telehub.demo import seed_demo
 from telehub.outbox import OutboxRelay
 from telehub.store import FilesystemStore
 from tests.helpers import free_port, fresh_copy
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (
-        f"sqlite:///{tmp_path / 'hub.sqlite3'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    database = Database(url)
-    upgrade(database)
-    seed_demo(database)
-    yield database
-    database.dispose()
 
 
 def _complete_case(db: Database, tmp_path: Path) -> int:

@@ -34,7 +34,8 @@ def services() -> Services:
     max_retries=None,
 )
 def route_case(case_id: int, outbox_id: int | None = None) -> None:
-    decision = routing.route_case(services().db, case_id, outbox_id)
+    svc = services()
+    decision = routing.route_case(svc.db, case_id, outbox_id, settings=svc.settings)
     log.info("case %s: %s (centre %s)", case_id, decision.rule, decision.centre_id)
 
 
@@ -73,7 +74,7 @@ def analyse_ecg(ecg_id: int, outbox_id: int | None = None) -> None:
         waveform = loads(fh.read())
     result = analyse(waveform)
     changed = ecgs.record_analysis(
-        svc.db, ecg_id, result.to_dict(), bool(result.critical), outbox_id
+        svc.db, ecg_id, result.to_dict(), bool(result.critical), outbox_id, svc.settings
     )
     log.info("ECG %s analysed (critical=%s, recorded=%s)", ecg_id, result.critical, changed)
 

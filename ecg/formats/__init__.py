@@ -1,9 +1,9 @@
 """ECG uploads in, one :class:`~ecg.model.ECG` out: format detection, dispatch, safe unzipping.
 
 Accepted: a WFDB record (``.hea`` plus the signal files it names, optional annotations), one
-DICOM Part 10 ECG waveform file, one HL7 aECG XML file, or a ``.zip`` holding one of these.
-Philips Sierra XML and GE MUSE XML are recognised and refused with a message saying so.
-Every reader raises :class:`~ecg.model.ECGError` (or a subclass) with a precise message.
+DICOM Part 10 ECG waveform file, one HL7 aECG XML file, one Philips Sierra/PhilipsECG XML or GE
+MUSE XML file (told apart by their root element, never by file name), or a ``.zip`` holding one
+of these. Every reader raises :class:`~ecg.model.ECGError` (or a subclass) with a precise message.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from ecg.formats.common import (
     total_size,
 )
 from ecg.formats.dicom_waveform import decode_dicom_waveform, is_ecg_waveform, read_dicom_waveform
+from ecg.formats.muse import decode_muse
+from ecg.formats.philips import decode_philips
 from ecg.formats.wfdb import decode_wfdb, read_wfdb
 from ecg.model import ECG, ECGError
 
@@ -40,8 +42,11 @@ __all__ = [
     "UnsafeArchiveError",
     "UnsupportedFormatError",
     "UploadTooLargeError",
+    "XML_ECG_KINDS",
     "decode_aecg",
     "decode_dicom_waveform",
+    "decode_muse",
+    "decode_philips",
     "decode_upload",
     "decode_wfdb",
     "detect_format",
@@ -62,10 +67,14 @@ ACCEPTED_FORMATS = (
     "a WFDB record (.hea header plus the signal files it names)",
     "a DICOM ECG waveform file (12-lead, general or ambulatory ECG waveform storage)",
     "an HL7 aECG XML file",
+    "a Philips Sierra/PhilipsECG XML file",
+    "a GE MUSE XML file",
     "a .zip archive holding one of these",
 )
 _SNIFF_BYTES = 64 * 1024
 _XML_KINDS = {"AnnotatedECG": "aecg", "restingecgdata": "philips-xml", "RestingECG": "muse-xml"}
+#: The XML kinds, for callers that sort files by content (``telehub send``).
+XML_ECG_KINDS = frozenset(_XML_KINDS.values())
 # the first element after the declaration, comments and doctype (only when the file starts "<")
 _FIRST_ELEMENT = re.compile(
     rb"\A(?:<\?.*?\?>\s*|<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<([\w.:-]+)", re.S
@@ -215,7 +224,8 @@ def _dispatch(files: Mapping[str, Path]) -> DecodedECG:
             raise ECGError("a WFDB record needs a .hea header file; none was uploaded")
         xml_roots = {name: _xml_root(path) for name, path in files.items()}
         described = [
-            f"{name} is XML whose root element is <{root}>, not HL7 aECG <AnnotatedECG>"
+            f"{name} is XML whose root element is <{root}>, not HL7 aECG <AnnotatedECG>, "
+            "Philips <restingecgdata> or GE MUSE <RestingECG>"
             for name, root in sorted(xml_roots.items())
             if root
         ]
@@ -230,11 +240,9 @@ def _dispatch(files: Mapping[str, Path]) -> DecodedECG:
         return decode_dicom_waveform(files[name])
     if kind == "aecg":
         return decode_aecg(files[name])
-    vendor = "Philips Sierra/PageWriter XML" if kind == "philips-xml" else "GE MUSE XML"
-    raise UnsupportedFormatError(
-        f"{name} is {vendor}, which the hub does not read yet; export the ECG from the "
-        f"device as DICOM waveform or HL7 aECG. Accepted: {_accepted()}"
-    )
+    if kind == "philips-xml":
+        return decode_philips(files[name])
+    return decode_muse(files[name])
 
 
 def read_upload(files: Mapping[str, Path]) -> ECG:

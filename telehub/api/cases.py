@@ -47,6 +47,7 @@ async def get_case(request: web.Request) -> web.Response:
         principal(request),
         path_id(request),
         remote(request),
+        services(request).settings,  # a reader's view renews their lease
     )
     return web.json_response(data)
 

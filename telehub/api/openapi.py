@@ -142,13 +142,6 @@ SPEC: dict[str, Any] = {
                 "responses": _responses({"type": "object"}, 401),
             }
         },
-        "/api/v1/worklist": {
-            "get": {
-                "summary": "Cases waiting for the reader's reading centre, most urgent first",
-                "parameters": _PAGE,
-                "responses": _responses({"$ref": "#/components/schemas/CaseList"}, 400, 401, 403),
-            }
-        },
         "/api/v1/cases": {
             "get": {
                 "summary": "Cases the caller may see (a clinic: its own facility's)",
@@ -446,12 +439,14 @@ SPEC: dict[str, Any] = {
 PATH_MODULES = (
     "telehub.api.consortium",
     "telehub.api.routing",
+    "telehub.api.worklist",
     "telehub.api.assignment",
     "telehub.api.events",
     "telehub.api.reports",
     "telehub.api.notifications",
     "telehub.api.analytics",
     "telehub.api.referrals",
+    "telehub.api.priors",
 )
 
 

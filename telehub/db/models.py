@@ -214,8 +214,9 @@ class User(Base):
     may_sign_final: Mapped[bool] = mapped_column(default=True, server_default="1")
     #: For readers: most open cases the hub pushes to them (STAT bypasses it); NULL: no cap.
     max_open_cases: Mapped[int | None] = mapped_column(Integer)
-    #: For readers: available for push assignment now.
-    on_duty: Mapped[bool] = mapped_column(default=True, server_default="1")
+    #: For readers: available for push assignment now. Off until the reader (or an admin)
+    #: turns it on; a centre with nobody on duty gets no push (see docs/worklists.md).
+    on_duty: Mapped[bool] = mapped_column(default=False, server_default="0")
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -232,6 +233,21 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
+class EventTicket(Base):
+    """A one-time, short-lived ticket for the live-update stream: a browser's EventSource
+    cannot send an Authorization header, so it passes ``?ticket=`` instead."""
+
+    __tablename__ = "event_tickets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
 
@@ -532,6 +548,9 @@ class Referral(Base):
         _check("direction", ReferralDirection),
         _check("status", ReferralStatus),
         Index("ix_referrals_created", "created_at"),
+        # A facility's incoming and outgoing referrals, newest first (migration 0014).
+        Index("ix_referrals_from", "from_facility_id", "created_at"),
+        Index("ix_referrals_to", "to_facility_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -564,6 +583,14 @@ class CaseEvent(Base):
     kind: Mapped[str] = mapped_column(String(40))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# Analytics and priors (migration 0014), declared here rather than in the tables' own arguments:
+# cases of a period over the whole consortium (TAT, figures), escalation events of a period
+# (figures), and a patient ID under any issuer (priors with patient_match = "id").
+Index("ix_cases_arrived_at", Case.arrived_at)
+Index("ix_case_events_kind_at", CaseEvent.kind, CaseEvent.at)
+Index("ix_patients_patient_id", Patient.patient_id)
 
 
 class OutboxMessage(Base):
