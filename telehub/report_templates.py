@@ -1,6 +1,6 @@
 """Report templates: named sections per modality and for ECG, bilingual (zh-CN with English).
 
-The defaults are inserted by migration 0012 (data, once); admins add and edit templates over
+The defaults are inserted by migration 0010 (data, once); admins add and edit templates over
 the API afterwards. A report written from a template keeps its sections ({key: text}) and the
 text composed from them, so a later template edit never changes a signed report.
 """
@@ -38,7 +38,7 @@ def _imaging(title: str) -> list[dict[str, str]]:
     ]
 
 
-#: The defaults (code, name, kind, modality, sections); seeded by migration 0012.
+#: The defaults (code, name, kind, modality, sections); seeded by migration 0010.
 DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
     {
         "code": "ct",

@@ -548,7 +548,7 @@ class Referral(Base):
         _check("direction", ReferralDirection),
         _check("status", ReferralStatus),
         Index("ix_referrals_created", "created_at"),
-        # A facility's incoming and outgoing referrals, newest first (migration 0014).
+        # A facility's incoming and outgoing referrals, newest first (migration 0011).
         Index("ix_referrals_from", "from_facility_id", "created_at"),
         Index("ix_referrals_to", "to_facility_id", "created_at"),
     )
@@ -585,7 +585,7 @@ class CaseEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-# Analytics and priors (migration 0014), declared here rather than in the tables' own arguments:
+# Analytics and priors (migration 0011), declared here rather than in the tables' own arguments:
 # cases of a period over the whole consortium (TAT, figures), escalation events of a period
 # (figures), and a patient ID under any issuer (priors with patient_match = "id").
 Index("ix_cases_arrived_at", Case.arrived_at)

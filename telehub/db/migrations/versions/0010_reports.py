@@ -3,8 +3,8 @@
 No schema change: the reports, co-signature and template tables came with 0008. The defaults
 are inserted once here (codes already present are left alone) and removed on downgrade.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0010
+Revises: 0009
 """
 
 from collections.abc import Sequence
@@ -14,8 +14,8 @@ from alembic import op
 
 from telehub.report_templates import DEFAULT_TEMPLATES
 
-revision: str = '0012'
-down_revision: str | None = '0011'
+revision: str = '0010'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """assignment: one-time tickets for the live-update stream; readers start off duty
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0009
+Revises: 0008
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ from alembic import op
 
 import telehub.db.types
 
-revision: str = '0011'
-down_revision: str | None = '0010'
+revision: str = '0009'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

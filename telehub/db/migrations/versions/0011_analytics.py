@@ -1,15 +1,15 @@
 """analytics: indexes for TAT aggregates, consortium figures, priors and referral lists
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0011
+Revises: 0010
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = '0014'
-down_revision: str | None = '0013'
+revision: str = '0011'
+down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
