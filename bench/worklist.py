@@ -74,6 +74,8 @@ from tests.helpers import Hub, start_hub  # noqa: E402
 
 #: Seconds between one client's worklist refreshes in the open loop (``--refresh``).
 REFRESH: tuple[float, float] = (1.0, 2.0)
+#: Seconds a client waits after a claim before its next one (``--claim-think``).
+CLAIM_THINK: tuple[float, float] = (0.5, 1.0)
 WORKLIST = "/api/v1/worklist?limit=50"
 
 
@@ -339,7 +341,7 @@ async def claim_round(
                     claims.samples.append(f"{status}: {body[:300]!r}")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 claims.errors.append(repr(exc))
-            await asyncio.sleep(rng.uniform(0.5, 1.0))
+            await asyncio.sleep(rng.uniform(*CLAIM_THINK))
 
     start = time.perf_counter()
     await asyncio.gather(*(reader(c) for c in clients))
@@ -871,6 +873,11 @@ async def run_load(args: argparse.Namespace, hubs: Sequence[Hub], clients: list[
     return results
 
 
+def _pair(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition(",")
+    return float(lo), float(hi or lo)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", type=int, default=100_000)
@@ -889,6 +896,12 @@ def main() -> None:
     )
     parser.add_argument("--sweep-duration", type=float, default=15.0)
     parser.add_argument(
+        "--claim-think",
+        default="0.5,1",
+        help="claim stream: seconds a client waits after a claim, LO,HI (a reader reads the "
+        "case it claimed for minutes; 0.5,1 is a stress figure)",
+    )
+    parser.add_argument(
         "--refresh",
         default="1,2",
         help="open loop: seconds between a client's refreshes, LO,HI (uniform); a browser "
@@ -902,9 +915,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     args = parser.parse_args()
-    global REFRESH
-    lo, _, hi = args.refresh.partition(",")
-    REFRESH = (float(lo), float(hi or lo))
+    global REFRESH, CLAIM_THINK
+    REFRESH = _pair(args.refresh)
+    CLAIM_THINK = _pair(args.claim_think)
 
     info = machine() | {"postgresql": pg_version(), "command": " ".join(sys.argv)}
     print(f"machine: {info}")

@@ -327,14 +327,34 @@ def af_like(rr_s: np.ndarray) -> bool:
 
 
 # ----- the pipeline ----------------------------------------------------------------------------
+#: A trailing stretch this long (s) where every lead holds the same value is not signal.
+CALIBRATION_MIN_S = 0.1
+
+
+def signal_end(ecg: ECG) -> int:
+    """Where the recorded signal ends: carts (Philips among them) append a calibration pulse,
+    a flat line then 1 mV, identical in every lead, which a detector would count as a beat.
+    No heart makes three or more leads exactly equal for 100 ms, so such a tail is cut."""
+    n = ecg.n_samples
+    if len(ecg.leads) < 3:
+        return n
+    x = ecg.matrix()
+    same = np.ptp(x, axis=0) < 1e-6
+    if same.all() or not same[-1]:
+        return n
+    start = n - int(np.argmin(same[::-1]))
+    return start if n - start >= CALIBRATION_MIN_S * ecg.sampling_rate else n
+
+
 def analyse(ecg: ECG) -> Analysis:
     """Analyse one ECG (any leads, any rate the model accepts). Never raises for a bad signal:
     what cannot be measured is None and the quality section says why."""
     fs = float(ecg.sampling_rate)
     names = ecg.lead_names
+    end = signal_end(ecg)
     cleaned, checks = [], []
     for lead in ecg.leads:
-        x_lead, chk = precheck(lead.samples, fs)
+        x_lead, chk = precheck(lead.samples[:end], fs)
         cleaned.append(x_lead)
         checks.append(chk)
     x = np.vstack(cleaned)
@@ -600,7 +620,7 @@ def _findings(
     measured: _Measured,
 ) -> list[Finding]:
     out: list[Finding] = []
-    n = ecg.n_samples
+    n = x.shape[-1]  # without a trailing calibration pulse (signal_end)
     duration = n / fs
     rows = [i for i, q in enumerate(quality.values()) if q.usable] or list(range(len(quality)))
     if not any(q.usable for q in quality.values()) and all(

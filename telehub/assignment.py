@@ -78,10 +78,11 @@ def _take(
     reader_id: int,
     kind: ClaimKind,
     centre_id: int | None = None,
-) -> bool:
+) -> datetime | None:
     """The conditional UPDATE that gives an unheld, routed case (of ``centre_id``, if given)
-    to ``reader_id``; True when it won."""
+    to ``reader_id``; the new lease's expiry when it won, None when it lost."""
     now = utcnow()
+    expiry = leases.new_expiry(settings, now)
     query = update(Case).where(
         Case.id == case_id,
         Case.status == CaseStatus.ROUTED.value,
@@ -95,11 +96,11 @@ def _take(
             status=CaseStatus.CLAIMED.value,
             claim_kind=kind.value,
             claimed_at=now,
-            lease_expires_at=leases.new_expiry(settings, now),
+            lease_expires_at=expiry,
             updated_at=now,
         ).execution_options(synchronize_session=False)
     ).rowcount
-    return won == 1
+    return expiry if won == 1 else None
 
 
 def claim(
@@ -118,23 +119,22 @@ def claim(
             raise _not_claimable(case, principal)
         user = session.get_one(User, principal.user_id)
         require_qualified(user, case)
-        if not _take(
+        expiry = _take(
             session, settings, case_id, principal.user_id, ClaimKind.CLAIM, principal.centre_id
-        ):
+        )
+        if expiry is None:
             session.refresh(case)
             raise _not_claimable(case, principal)
-        session.expire(case)
-        case = session.get_one(Case, case_id)
         timeline.record(
             session,
             case_id,
             timeline.Event.CLAIMED,
             actor_id=principal.user_id,
             claim_kind=ClaimKind.CLAIM.value,
-            lease_expires_at=case.lease_expires_at.isoformat() if case.lease_expires_at else None,
+            lease_expires_at=expiry.isoformat(),
         )
         audit.record(session, principal.user_id, "claim", "case", case_id, remote=remote)
-        return summary_of(session, case.id)
+        return summary_of(session, case_id)
 
 
 def _extend(session: Session, settings: Settings, case_id: int, user_id: int) -> bool:

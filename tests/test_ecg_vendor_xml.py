@@ -152,6 +152,20 @@ def test_philips_xli_file_decodes_exactly(tmp_path: Path) -> None:
     assert "residuals" in decoded.details["limb_leads"]
 
 
+def test_calibration_pulse_is_not_a_beat() -> None:
+    """The Philips rhythm data ends with a flat line and a 1 mV pulse in every lead; the
+    analysis stops before it, so the rate is the device's (41/min by its own interpretation)."""
+    from ecg.analysis import analyse, signal_end
+
+    ecg = decode_upload({PHILIPS.name: PHILIPS}).ecg
+    end = signal_end(ecg)
+    assert ecg.n_samples - end == pytest.approx(0.47 * ecg.sampling_rate, abs=20)
+    assert (ecg.matrix()[:, end:] == ecg.matrix()[0, end:]).all()  # identical in every lead
+    result = analyse(ecg)
+    assert result.heart_rate_bpm == pytest.approx(41, abs=1.5)
+    assert result.duration_s == pytest.approx(end / ecg.sampling_rate)
+
+
 def test_uncompressed_philips_gives_the_same_ecg(tmp_path: Path) -> None:
     xli = decode_upload({"a.xml": PHILIPS})
     stored = np.stack([ch.digits for ch in xli.channels]).astype("<i2").tobytes()
