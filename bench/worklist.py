@@ -314,7 +314,8 @@ async def claim_round(
 
     async def reader(c: Client) -> None:
         nonlocal wrong
-        await asyncio.sleep(rng.uniform(0, 1.0))
+        # Readers start at random moments over one think time, not all in the same second.
+        await asyncio.sleep(rng.uniform(0, CLAIM_THINK[1]))
         for _ in range(claims_per_client):
             try:
                 latency, status, body = await c.timed("GET", WORKLIST)

@@ -14,12 +14,14 @@ from telehub.api import (
     assignment,
     cases,
     consortium,
+    consults,
     dicom_nodes,
     ecg,
     events,
     health,
     notifications,
     openapi,
+    ops,
     priors,
     referrals,
     reports,
@@ -52,6 +54,7 @@ def create_app(
     app[WORK_QUEUED] = on_work_queued
     for module in (
         health,
+        ops,
         session,
         worklist,
         cases,
@@ -59,6 +62,7 @@ def create_app(
         reports,
         routing,
         consortium,
+        consults,
         events,
         notifications,
         analytics,
@@ -71,6 +75,7 @@ def create_app(
     ):
         app.add_routes(module.routes)
     dicomweb.setup(app)
+    ops.setup(app)
     app.router.add_get("/", index)
     app.router.add_static("/static/", web_root(), show_index=False, follow_symlinks=False)
     return app

@@ -7,6 +7,7 @@ so ``telehub serve`` runs on a fresh machine; the scaled mode differs only in th
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -75,6 +76,19 @@ class Settings:
     webhook_max_attempts: int = 8
     #: Webhook delivery: first retry after this many seconds, doubling each time (max 1 h).
     webhook_backoff_seconds: float = 10.0
+    # ----- consults (issue 6: telehub.consults, telehub.api.consults) -----------------
+    #: ICE servers handed to consult participants, a JSON list of RTCIceServer objects, e.g.
+    #: '[{"urls": ["stun:turn.example.cn:3478", "turn:turn.example.cn:3478?transport=udp"],
+    #: "username": "u", "credential": "p"}]' (see docs/consults.md for coturn).
+    ice_servers: str = "[]"
+    #: Lifetime of a consult join token (POST /api/v1/consults/{id}/token).
+    consult_token_ttl_seconds: int = 600
+    #: Most participants connected to one consult (waiting room included).
+    consult_max_participants: int = 6
+    #: A participant whose link dropped may reconnect this long as the same participant.
+    consult_reconnect_seconds: float = 30.0
+    #: Most pointer-only shared-viewing updates relayed per second (the rest are coalesced).
+    consult_pointer_hz: float = 30.0
     log_level: str = "INFO"
     #: Browser origins allowed to call /dicomweb (a web viewer such as OHIF); comma list, "*" any.
     cors_origins: str = ""
@@ -122,6 +136,11 @@ class Settings:
     def sla_seconds(self, priority: str) -> float:
         """The SLA target of a priority (stat, urgent, routine)."""
         return float(getattr(self, f"sla_{priority}_seconds"))
+
+    @property
+    def ice_server_list(self) -> list[dict[str, Any]]:
+        """``ice_servers`` parsed (checked at load time)."""
+        return json.loads(self.ice_servers)
 
     @property
     def run_embedded_worker(self) -> bool:
@@ -188,6 +207,9 @@ class Settings:
             raise ConfigError("sla_check_seconds and claim_lease_seconds must be positive")
         if settings.dicom_processes < 0 or settings.study_quiet_seconds < 0:
             raise ConfigError("dicom_processes and study_quiet_seconds cannot be negative")
+        _check_ice_servers(settings.ice_servers)  # consults
+        if settings.consult_max_participants < 2 or settings.consult_pointer_hz <= 0:
+            raise ConfigError("consult_max_participants >= 2 and consult_pointer_hz > 0")
         return settings
 
     def as_environment(self) -> dict[str, str]:
@@ -228,3 +250,15 @@ def _to_bool(raw: Any) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _check_ice_servers(raw: str) -> None:
+    """ice_servers must be a JSON list of objects with "urls" (a string or a list of them)."""
+    try:
+        servers = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"ice_servers is not JSON: {exc}") from exc
+    if not isinstance(servers, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("urls"), str | list) for s in servers
+    ):
+        raise ConfigError('ice_servers must be a JSON list of {"urls": ...} objects')

@@ -46,6 +46,11 @@ class Event:
     REFERRAL_CREATED = "referral_created"
     REFERRAL_UPDATED = "referral_updated"
     CONSULT_STARTED = "consult_started"
+    CONSULT_JOINED = "consult_joined"
+    CONSULT_LEFT = "consult_left"
+    CONSULT_CONSENT = "consult_consent"
+    CONSULT_ENDED = "consult_ended"
+    CONSULT_RECORDED = "consult_recorded"
 
 
 def record(

@@ -437,6 +437,7 @@ SPEC: dict[str, Any] = {
 
 #: API modules that declare their own paths as ``OPENAPI_PATHS`` (see telehub.api.schema).
 PATH_MODULES = (
+    "telehub.api.ops",
     "telehub.api.consortium",
     "telehub.api.routing",
     "telehub.api.worklist",
@@ -447,6 +448,7 @@ PATH_MODULES = (
     "telehub.api.analytics",
     "telehub.api.referrals",
     "telehub.api.priors",
+    "telehub.api.consults",
 )
 
 

@@ -686,3 +686,89 @@ class Upload(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     processing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# ----- consults (issue 6, migration 0012) ----------------------------------------------------
+class ConsultKind(enum.StrEnum):
+    ADHOC = "adhoc"  # "call the county ECG centre now"
+    SCHEDULED = "scheduled"
+
+
+class ConsultStatus(enum.StrEnum):
+    OPEN = "open"  # joinable (a scheduled one too: its time is advisory)
+    ENDED = "ended"
+
+
+class ParticipantState(enum.StrEnum):
+    INVITED = "invited"  # has a row, never connected (or holds only a token)
+    WAITING = "waiting"  # connected, in the waiting room
+    ADMITTED = "admitted"  # in the call now
+    LEFT = "left"
+
+
+class Consult(Base):
+    """A live video consult (交互式会诊) on a case: its host, invitees and time in the call."""
+
+    __tablename__ = "consults"
+    __table_args__ = (_check("kind", ConsultKind), _check("status", ConsultStatus))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=ConsultStatus.OPEN.value)
+    host_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: A reading centre invited as a whole: any of its readers may join.
+    centre_id: Mapped[int | None] = mapped_column(ForeignKey("reading_centres.id"))
+    #: Invitees go straight into the call instead of the waiting room.
+    auto_admit: Mapped[bool] = mapped_column(default=False)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When two participants were first in the call together (the consult became interactive).
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recording: Mapped[bool] = mapped_column(default=False)
+
+    participants: Mapped[list[ConsultParticipant]] = relationship(order_by="ConsultParticipant.id")
+
+
+class ConsultParticipant(Base):
+    """One user's place in a consult; its id is the participant id on the signaling socket."""
+
+    __tablename__ = "consult_participants"
+    __table_args__ = (
+        UniqueConstraint("consult_id", "user_id"),
+        _check("state", ParticipantState),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: "host" (the creator) or "guest".
+    role: Mapped[str] = mapped_column(String(16), default="guest")
+    #: Named in the invitation (by username or centre), rather than only able to see the case.
+    invited: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(16), default=ParticipantState.INVITED.value)
+    #: Consent to recording: None not asked yet, True given, False withdrawn or refused.
+    consent: Mapped[bool | None] = mapped_column()
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: First admission; once admitted, a rejoin skips the waiting room.
+    admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Time in the call over all of this participant's joins.
+    seconds: Mapped[float] = mapped_column(default=0.0)
+
+    user: Mapped[User] = relationship()
+
+
+class ConsultToken(Base):
+    """A join token for the signaling socket, bound to (consult, user); only its SHA-256 is
+    kept. A browser's WebSocket cannot send an Authorization header, so this is its auth."""
+
+    __tablename__ = "consult_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
