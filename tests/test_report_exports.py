@@ -300,3 +300,39 @@ def test_ecg_report_exports_without_an_sr(hub: Hub, tmp_path: Path) -> None:
         ).all()
     db.dispose()
     assert case_id not in [a["case_id"] for a in tasks]  # no DICOM study: no SR task at all
+
+
+def test_an_installed_cjk_font_is_embedded_else_the_cid_font() -> None:
+    """With Debian's fonts-wqy-zenhei installed (this suite installs it, as it does DCMTK) the
+    PDF carries its own glyphs; the module falls back to STSong-Light without it."""
+    import subprocess
+    import sys
+
+    from telehub.exports import pdf
+    from tests.helpers import need_service
+
+    font = pdf.EMBEDDABLE_FONTS[0]
+    if not Path(font).exists():
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "fonts-wqy-zenhei"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0 or not Path(font).exists():
+            need_service("fonts-wqy-zenhei", done.stderr[-300:])
+    probe = (
+        "import sys, telehub.exports.pdf as p; "
+        "from reportlab.pdfgen.canvas import Canvas; import io; b = io.BytesIO(); "
+        "c = Canvas(b); c.setFont(p.FONT, 12); c.drawString(72, 700, '县人民医院'); c.save(); "
+        "sys.stdout.write(p.FONT + ' ' + str(b'/FontFile2' in b.getvalue()))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout == "TelehubCJK True", out.stderr
+    fallback = probe.replace(
+        "import sys, telehub", "import sys, os; os.path.exists = lambda _p: False; import telehub"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", fallback], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "STSong-Light False", out.stderr

@@ -1,13 +1,17 @@
 """The report as a PDF for people: reading facility header, patient, study, text, signatures.
 
-reportlab with Adobe's CID font STSong-Light (its metrics ship with reportlab; the glyphs come
-from the viewer, as for any CID font): Chinese text renders in every PDF viewer and stays
-extractable as text, with nothing to install beyond ``pip install reportlab``.
+Fonts: a CJK TrueType font installed on the hub (Debian's fonts-wqy-zenhei, -microhei, or
+fonts-droid-fallback) is embedded (subset), so the PDF looks the same on any device, printers
+and phones included. Without one, reportlab's Adobe CID font STSong-Light (its metrics ship
+with reportlab; the glyphs come from the viewer, as for any CID font): Chinese text still
+renders in common viewers and stays extractable, with nothing to install beyond reportlab.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
 from datetime import datetime
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
@@ -19,13 +23,37 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from telehub.exports.document import ReportDocument
 
-FONT = "STSong-Light"
-pdfmetrics.registerFont(UnicodeCIDFont(FONT))
+log = logging.getLogger(__name__)
+
+#: TrueType CJK fonts embedded when present (OpenType/CFF fonts such as Noto CJK's .otc cannot
+#: be embedded by reportlab).
+EMBEDDABLE_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+)
+CID_FONT = "STSong-Light"
+
+
+def _register_font() -> str:
+    for path in EMBEDDABLE_FONTS:
+        if os.path.exists(path):
+            try:
+                pdfmetrics.registerFont(TTFont("TelehubCJK", path, subfontIndex=0))
+                return "TelehubCJK"
+            except Exception as exc:  # a damaged or unsupported font file: try the next
+                log.warning("cannot embed font %s: %s", path, exc)
+    pdfmetrics.registerFont(UnicodeCIDFont(CID_FONT))
+    return CID_FONT
+
+
+FONT = _register_font()
 
 STATUS_LABEL = {
     "preliminary": "初步报告 Preliminary (未审核 not signed)",
