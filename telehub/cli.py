@@ -33,12 +33,21 @@ def _settings(config_file: str | None, **overrides: object) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _logging(settings: Settings) -> None:
+    """Text for people, or one JSON object per line for a log pipeline (``log_format``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -66,7 +75,7 @@ def serve(
     from telehub.serve import serve as run
 
     settings = _settings(config_file, data=data, http_port=http_port, dicom_port=dicom_port)
-    _logging(settings.log_level)
+    _logging(settings)
     run(settings, demo=demo)
 
 
@@ -78,7 +87,7 @@ def receive(config_file: str | None, exit_with_parent: bool) -> None:
     from telehub.serve import receive as run
 
     settings = _settings(config_file)
-    _logging(settings.log_level)
+    _logging(settings)
     if exit_with_parent:
         _exit_with_parent()
     run(settings)
@@ -105,7 +114,7 @@ def worker(
     from workers.app import QUEUE, configure
 
     settings = _settings(config_file)
-    _logging(settings.log_level)
+    _logging(settings)
     # Background work (analysis, metadata) yields the CPU to ingest on a shared machine.
     os.nice(10)
     app = configure(settings)
@@ -138,7 +147,7 @@ def beat(config_file: str | None) -> None:
     from workers.app import configure
 
     settings = _settings(config_file)
-    _logging(settings.log_level)
+    _logging(settings)
     app = configure(settings)
     app.start(
         ["beat", "--loglevel", settings.log_level, "--schedule", str(settings.beat_schedule_file)]
@@ -165,7 +174,7 @@ def migrate(config_file: str | None) -> None:
     from telehub.db.migrate import upgrade
 
     settings = _settings(config_file)
-    _logging(settings.log_level)
+    _logging(settings)
     settings.data.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     click.echo(f"database at revision {upgrade(db)}")
@@ -303,7 +312,7 @@ def _consortium_db(config_file: str | None) -> Database:
     from telehub.db.migrate import upgrade
 
     settings = _settings(config_file)
-    _logging(settings.log_level)
+    _logging(settings)
     settings.data.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     upgrade(db)

@@ -90,6 +90,8 @@ class Settings:
     #: Most pointer-only shared-viewing updates relayed per second (the rest are coalesced).
     consult_pointer_hz: float = 30.0
     log_level: str = "INFO"
+    #: "text" for people, "json" for one JSON object per line (a log pipeline).
+    log_format: str = "text"
     #: Browser origins allowed to call /dicomweb (a web viewer such as OHIF); comma list, "*" any.
     cors_origins: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -196,6 +198,8 @@ class Settings:
                 raise ConfigError(f"unknown dicom_default_charset {charset!r}")
         if settings.dicom_duplicates not in ("keep", "replace"):
             raise ConfigError("dicom_duplicates must be 'keep' or 'replace'")
+        if settings.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be 'text' or 'json'")
         if settings.patient_match not in ("issuer", "id"):
             raise ConfigError("patient_match must be 'issuer' or 'id'")
         for name in ("sla_stat_seconds", "sla_urgent_seconds", "sla_routine_seconds"):

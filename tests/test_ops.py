@@ -3,6 +3,7 @@ database, so every hub process shows the same consortium-wide figures."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -107,3 +108,25 @@ def test_metrics_count_ingest_cases_and_turnaround(embedded_hub: Hub, tmp_path: 
     assert inf == _value(tat, "telehub_report_turnaround_seconds_count", priority="routine")
     text = api.get("/metrics").body
     assert b"PatientName" not in text and study_uid.encode() not in text
+
+
+def test_json_logs_one_object_per_line_without_patient_names(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path, extra_env={"TELEHUB_LOG_FORMAT": "json"})
+    try:
+        name = f"LOGTEST^{uuid.uuid4().hex[:6].upper()}"
+        path = fresh_copy("CT_small.dcm", tmp_path / "in", PatientName=name, PatientID="LOG-1")
+        assert send_paths([path], "127.0.0.1", hub.dicom_port, "CLINIC1").sent == 1
+        reader = hub.api.login("reader")
+        hub.api.wait_for("/api/v1/worklist", reader, lambda body: body["cases"])
+        assert hub.api.post("/api/v1/auth/login", {"username": "x", "password": "y"}).status == 401
+    finally:
+        hub.proc.stop()
+    records = []
+    for line in hub.proc.output().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    assert len(records) >= 5
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    loggers = {r["logger"] for r in records}
+    assert "telehub.serve" in loggers and "dicom.scp" in loggers  # hub and receiver children
+    assert name.split("^")[1] not in hub.proc.output()  # no patient name in ordinary logs
