@@ -22,20 +22,21 @@ from telehub.errors import Forbidden, NotFound
 HELD = (CaseStatus.CLAIMED.value, CaseStatus.PRELIMINARY.value)
 
 
-def load_visible(session: Session, principal: Principal, case_id: int) -> Case:
-    """The case if the caller may see it; NotFound otherwise (missing or not theirs alike)."""
+def load_visible(
+    session: Session, principal: Principal, case_id: int, with_series: bool = False
+) -> Case:
+    """The case (with its studies) if the caller may see it; NotFound otherwise (missing or not
+    theirs alike). ``with_series`` also loads the series, for the detail view."""
+    studies = selectinload(Case.studies)
     case = session.scalar(
         select(Case)
         .where(Case.id == case_id, visible_to(principal))
-        .options(selectinload(Case.studies).selectinload(Study.series))
+        .options(studies.selectinload(Study.series) if with_series else studies)
     )
     if case is None:
         # The same answer whether the case is missing or another facility's: no probing.
         raise NotFound(f"case {case_id} not found")
     return case
-
-
-_load_visible = load_visible
 
 
 def list_cases(
@@ -92,7 +93,7 @@ def detail(
 ) -> dict[str, Any]:
     """The whole case. ``settings`` (the lease length) lets a reader's view renew their lease."""
     with db.session() as session:
-        case = load_visible(session, principal, case_id)
+        case = load_visible(session, principal, case_id, with_series=True)
         audit.record(session, principal.user_id, "read", "case", case.id, remote=remote)
         _opened(session, settings, principal, case)
         data = case_summaries.one(session, case.id)
