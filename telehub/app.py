@@ -32,6 +32,7 @@ from telehub.api import (
 )
 from telehub.api.common import SERVICES, WORK_QUEUED, public
 from telehub.api.middleware import authenticate, errors
+from telehub.security_headers import security_headers
 from telehub.services import Services
 
 MAX_JSON_BODY = 2 * 1024 * 1024
@@ -49,7 +50,9 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(
     services: Services, on_work_queued: Callable[[], None] = lambda: None
 ) -> web.Application:
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_JSON_BODY)
+    app = web.Application(
+        middlewares=[security_headers, errors, authenticate], client_max_size=MAX_JSON_BODY
+    )
     app[SERVICES] = services
     app[WORK_QUEUED] = on_work_queued
     for module in (

@@ -328,11 +328,17 @@ def consortium_load(config_file: str | None, file: TextIO, dry_run: bool) -> Non
     transaction. Entities the file does not mention are left alone."""
     from telehub import consortium as definitions
     from telehub.errors import TelehubError
+    from telehub.passwords import Policy
 
     db = _consortium_db(config_file)
+    policy = Policy.from_settings(_settings(config_file))
     try:
         outcome = definitions.load(
-            db, definitions.parse_toml(file.read()), dry_run=dry_run, remote="cli"
+            db,
+            definitions.parse_toml(file.read()),
+            dry_run=dry_run,
+            remote="cli",
+            password_policy=policy,
         )
     except definitions.ConsortiumError as exc:
         click.echo(f"{file.name}: consortium definition refused, nothing was changed:", err=True)

@@ -89,6 +89,19 @@ class Settings:
     consult_reconnect_seconds: float = 30.0
     #: Most pointer-only shared-viewing updates relayed per second (the rest are coalesced).
     consult_pointer_hz: float = 30.0
+    # ----- HTTP security (issue 8: telehub.security_headers, passwords, auth lockout) ---
+    #: Shortest password the admin API and ``consortium load`` accept (the demo seed is exempt).
+    password_min_length: int = 10
+    #: Failed logins for one username within ``login_failure_window_seconds`` that lock it.
+    login_max_failures: int = 5
+    login_failure_window_seconds: float = 15 * 60
+    #: How long a locked username answers 429 account_locked, even to the right password.
+    login_lockout_seconds: float = 15 * 60
+    #: Trust ``X-Forwarded-Proto`` from a TLS reverse proxy (only when the hub is reachable
+    #: through the proxy alone): "https" there turns on Strict-Transport-Security.
+    trust_forwarded_proto: bool = False
+    #: max-age of Strict-Transport-Security on HTTPS responses (seconds).
+    hsts_max_age: int = 365 * 24 * 3600
     log_level: str = "INFO"
     #: "text" for people, "json" for one JSON object per line (a log pipeline).
     log_format: str = "text"

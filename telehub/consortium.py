@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from telehub import audit
+from telehub import audit, passwords
 from telehub.consortium_checks import check
 from telehub.consortium_format import (
     ENTITIES,
@@ -40,6 +40,7 @@ from telehub.consortium_format import (
 from telehub.db import Database
 from telehub.db.models import Facility, ReadingCentre, ReadingLink, Role, RoutingRule, User
 from telehub.errors import Conflict, Invalid
+from telehub.passwords import Policy
 
 #: resource_type of the audit rows each entity's writes leave.
 RESOURCE = {
@@ -233,10 +234,12 @@ def plan(
     *,
     single: bool = False,
     reset_passwords: bool = False,
+    password_policy: Policy | None = None,
 ) -> Plan:
     """Check ``definition`` merged over the database; raises ConsortiumError listing every
     problem it would introduce. ``single``: label entries "facility "X"" (an admin API call);
-    ``reset_passwords``: a password given for an existing user replaces the old one."""
+    ``reset_passwords``: a password given for an existing user replaces the old one;
+    ``password_policy``: passwords set must pass it (WeakPassword); None: not checked."""
     current = snapshot(session)
     errors: list[Error] = []
     inputs = read_sections(definition, errors, single)
@@ -266,6 +269,10 @@ def plan(
             f"passwords are set for new users only: {len(merge.kept)} existing user(s) keep "
             f"theirs ({', '.join(merge.kept)})"
         )
+    if password_policy is not None:
+        for username, (kind, value) in merge.secrets.items():
+            if kind == "password":
+                passwords.check(value, username, password_policy)
     return Plan(_diff(current, merge.entries, merge.secrets), notes, merge.secrets, current)
 
 
@@ -555,9 +562,16 @@ def apply_definition(
     single: bool = False,
     reset_passwords: bool = False,
     hasher: Hasher | None = None,
+    password_policy: Policy | None = None,
 ) -> Outcome:
     """Check and (unless ``dry_run``) apply ``definition`` in the caller's transaction."""
-    p = plan(session, definition, single=single, reset_passwords=reset_passwords)
+    p = plan(
+        session,
+        definition,
+        single=single,
+        reset_passwords=reset_passwords,
+        password_policy=password_policy,
+    )
     if not dry_run and p.changes:
         apply_plan(session, p, actor_id=actor_id, remote=remote, hasher=hasher)
     return Outcome(p.changes, p.notes, applied=not dry_run and bool(p.changes))
@@ -571,17 +585,28 @@ def load(
     actor_id: int | None = None,
     remote: str = "",
     hasher: Hasher | None = None,
+    password_policy: Policy | None = None,
 ) -> Outcome:
     """Check and apply a whole definition in one transaction: all of it or nothing."""
     try:
         if dry_run:
             with db.reader() as session:
                 return apply_definition(
-                    session, definition, actor_id=actor_id, remote=remote, dry_run=True
+                    session,
+                    definition,
+                    actor_id=actor_id,
+                    remote=remote,
+                    dry_run=True,
+                    password_policy=password_policy,
                 )
         with db.session() as session:
             return apply_definition(
-                session, definition, actor_id=actor_id, remote=remote, hasher=hasher
+                session,
+                definition,
+                actor_id=actor_id,
+                remote=remote,
+                hasher=hasher,
+                password_policy=password_policy,
             )
     except IntegrityError as exc:
         raise Conflict(

@@ -22,6 +22,7 @@ from telehub.auth import Principal
 from telehub.db import Database
 from telehub.db.models import Facility, ReadingCentre, ReadingLink, Role, RoutingRule, User
 from telehub.errors import Conflict, Forbidden, Invalid, NotFound
+from telehub.passwords import DEFAULT_POLICY, Policy
 
 #: The entity types of the API, as URL words: definition section and model.
 KINDS: dict[str, tuple[str, type[Any]]] = {
@@ -165,16 +166,33 @@ def _open_now(centre: ReadingCentre) -> bool | None:
 
 # ----- writing ---------------------------------------------------------------------------------
 def load(
-    db: Database, principal: Principal, body: Any, dry_run: bool, remote: str
+    db: Database,
+    principal: Principal,
+    body: Any,
+    dry_run: bool,
+    remote: str,
+    password_policy: Policy = DEFAULT_POLICY,
 ) -> dict[str, Any]:
     """A whole definition (TOML parsed, or JSON), checked and applied like a file load."""
     require_admin(principal)
-    outcome = consortium.load(db, body, dry_run=dry_run, actor_id=principal.user_id, remote=remote)
+    outcome = consortium.load(
+        db,
+        body,
+        dry_run=dry_run,
+        actor_id=principal.user_id,
+        remote=remote,
+        password_policy=password_policy,
+    )
     return outcome.to_json()
 
 
 def create(
-    db: Database, principal: Principal, kind: str, body: dict[str, Any], remote: str
+    db: Database,
+    principal: Principal,
+    kind: str,
+    body: dict[str, Any],
+    remote: str,
+    password_policy: Policy = DEFAULT_POLICY,
 ) -> dict[str, Any]:
     require_admin(principal)
     section, model = KINDS[kind]
@@ -189,7 +207,7 @@ def create(
             if _row_by_key(session, kind, body.get(field)) is not None:
                 what = consortium.SINGULAR[section]
                 raise Conflict(f'{what} "{body.get(field)}" exists', "exists")
-        _apply(session, principal, {section: [body]}, remote)
+        _apply(session, principal, {section: [body]}, remote, policy=password_policy)
         row = (
             _link_row(session, _link_key(body))
             if kind == "links"
@@ -199,7 +217,13 @@ def create(
 
 
 def update(
-    db: Database, principal: Principal, kind: str, row_id: int, body: dict[str, Any], remote: str
+    db: Database,
+    principal: Principal,
+    kind: str,
+    row_id: int,
+    body: dict[str, Any],
+    remote: str,
+    password_policy: Policy = DEFAULT_POLICY,
 ) -> dict[str, Any]:
     """Change the fields sent; for a user, ``password`` sets a new one. A link has no fields
     of its own: an update replaces it (it gets a new id)."""
@@ -217,7 +241,14 @@ def update(
         key = getattr(row, field)
         if field in body and body[field] != key:
             raise Invalid(f"{field} cannot be changed (it is how entries refer to each other)")
-        _apply(session, principal, {section: [{**body, field: key}]}, remote, reset=True)
+        _apply(
+            session,
+            principal,
+            {section: [{**body, field: key}]},
+            remote,
+            reset=True,
+            policy=password_policy,
+        )
         session.refresh(row)
         return describe(kind, row, _names(session))
 
@@ -279,6 +310,7 @@ def _apply(
     definition: dict[str, Any],
     remote: str,
     reset: bool = False,
+    policy: Policy = DEFAULT_POLICY,
 ) -> None:
     consortium.apply_definition(
         session,
@@ -287,6 +319,7 @@ def _apply(
         remote=remote,
         single=True,
         reset_passwords=reset,
+        password_policy=policy,
     )
 
 

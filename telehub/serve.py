@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from telehub.app import create_app
 from telehub.config import Settings
+from telehub.db import Database
 from telehub.db.migrate import upgrade
 from telehub.demo import banner, seed_demo
 from telehub.outbox import OutboxRelay
@@ -111,14 +113,35 @@ async def _serve_http(services: Services, relay: OutboxRelay, stop: asyncio.Even
         await runner.cleanup()
 
 
+def _prepare_database(settings: Settings, demo: bool) -> None:
+    """Migrate (and with --demo seed) in a short-lived child process: the demo passwords'
+    argon2 hashing (64 MiB each, by design) and Alembic's imports then never count against the
+    long-running hub's memory. Forked before the hub starts any thread."""
+    child = multiprocessing.get_context("fork").Process(
+        target=_migrate_and_seed, args=(settings, demo), name="telehub-migrate"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"database preparation failed (exit code {child.exitcode}); see above")
+
+
+def _migrate_and_seed(settings: Settings, demo: bool) -> None:
+    settings.data.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        log.info("database at schema revision %s", upgrade(db))
+        if demo and seed_demo(db):
+            log.info("demo consortium created")
+    finally:
+        db.dispose()
+
+
 def serve(settings: Settings, demo: bool = False) -> None:
     from workers.app import configure, publish
 
+    _prepare_database(settings, demo)
     services = Services.from_settings(settings)
-    revision = upgrade(services.db)
-    log.info("database at schema revision %s", revision)
-    if demo and seed_demo(services.db):
-        log.info("demo consortium created")
     configure(settings)
     relay = OutboxRelay(services.db, publish, settings.outbox_redeliver_seconds)
     relay.start()

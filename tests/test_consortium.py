@@ -131,12 +131,9 @@ def telehub(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_load_export_round_trip(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    dry = telehub(first, "consortium", "load", "--dry-run", str(DEMO_TOML))
-    assert dry.returncode == 0, dry.stderr
-    assert 'create facility "PH"' in dry.stdout
-    assert "dry run: 23 change(s) would be made; nothing was written" in dry.stdout
-    with _sqlite(first) as db:
-        assert "[[facilities]]" not in _export(db)
+    # The demo file's password "demo" is fine for the demo seed, refused for a real load.
+    weak = telehub(first, "consortium", "load", "--dry-run", str(DEMO_TOML))
+    assert weak.returncode != 0 and "password" in (weak.stdout + weak.stderr)
 
     # The demo file with its passwords hashed once here (argon2 is slow on purpose).
     hashed = tmp_path / "demo.toml"
@@ -147,6 +144,12 @@ def test_cli_load_export_round_trip(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
+    dry = telehub(first, "consortium", "load", "--dry-run", str(hashed))
+    assert dry.returncode == 0, dry.stderr
+    assert 'create facility "PH"' in dry.stdout
+    assert "dry run: 23 change(s) would be made; nothing was written" in dry.stdout
+    with _sqlite(first) as db:
+        assert "[[facilities]]" not in _export(db)
     loaded = telehub(first, "consortium", "load", str(hashed))
     assert loaded.returncode == 0, loaded.stderr
     assert "23 change(s) applied" in loaded.stdout
@@ -522,7 +525,7 @@ def test_admin_api_builds_a_consortium(hub: Hub) -> None:
         "PATCH",
         f"/api/v1/consortium/users/{reader.body['id']}",
         admin,
-        body={"password": "n3w-pass", "on_duty": True, "max_open_cases": None},
+        body={"password": "n3w-pass-2026", "on_duty": True, "max_open_cases": None},
     )
     assert reset.status == 200, reset.body
     assert reset.body["on_duty"] is True and reset.body["max_open_cases"] is None
@@ -530,7 +533,7 @@ def test_admin_api_builds_a_consortium(hub: Hub) -> None:
         api.post("/api/v1/auth/login", {"username": "ch2reader", "password": "s3cret-pass"}).status
         == 401
     )
-    assert api.login("ch2reader", "n3w-pass")
+    assert api.login("ch2reader", "n3w-pass-2026")
     rule = api.post(
         "/api/v1/consortium/rules",
         {

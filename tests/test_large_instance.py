@@ -54,6 +54,11 @@ def _tree(pid: int) -> list[int]:
     return [pid] + [q for c in children for q in _tree(c)]
 
 
+def _command(pid: int) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return " ".join(a.decode() for a in args[2:4] if a)  # "telehub serve", "telehub worker"
+
+
 def _peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -77,7 +82,10 @@ def test_1gib_instance_with_bounded_memory(tmp_path: Path, dcmtk: None) -> None:
         )
         assert result.returncode == 0, result.stderr
         processes = _tree(hub.proc.popen.pid)
-        peaks = {pid: _peak_rss(pid) for pid in processes}
+        peaks = {
+            f"{pid} {_command(pid)}": _peak_rss(pid)
+            for pid in processes  # name says which
+        }
 
         import sqlite3
 

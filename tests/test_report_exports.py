@@ -322,7 +322,7 @@ def test_an_installed_cjk_font_is_embedded_else_the_cid_font() -> None:
         if done.returncode != 0 or not Path(font).exists():
             need_service("fonts-wqy-zenhei", done.stderr[-300:])
     probe = (
-        "import sys, telehub.exports.pdf as p; "
+        "import sys, telehub.exports.pdf as p; p.ensure_font(); "
         "from reportlab.pdfgen.canvas import Canvas; import io; b = io.BytesIO(); "
         "c = Canvas(b); c.setFont(p.FONT, 12); c.drawString(72, 700, '县人民医院'); c.save(); "
         "sys.stdout.write(p.FONT + ' ' + str(b'/FontFile2' in b.getvalue()))"

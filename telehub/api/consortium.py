@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from telehub import consortium, consortium_admin
+from telehub import consortium, consortium_admin, passwords
 from telehub.api.common import json_body, path_id, principal, remote, run, services
 from telehub.api.schema import ID, json_request, query, responses
 from telehub.errors import Invalid, UnsupportedMediaType
@@ -49,8 +49,10 @@ async def post_definition(request: web.Request) -> web.Response:
         body = await json_body(request)
     else:
         raise UnsupportedMediaType("send application/toml or application/json")
+    svc = services(request)
+    policy = passwords.Policy.from_settings(svc.settings)
     data = await run(
-        request, consortium_admin.load, services(request).db, who, body, dry_run, remote(request)
+        request, consortium_admin.load, svc.db, who, body, dry_run, remote(request), policy
     )
     return web.json_response(data)
 
@@ -86,8 +88,10 @@ def _create(kind: str) -> Handler:
         who = principal(request)
         consortium_admin.require_admin(who)
         body = await json_body(request)
+        svc = services(request)
+        policy = passwords.Policy.from_settings(svc.settings)
         data = await run(
-            request, consortium_admin.create, services(request).db, who, kind, body, remote(request)
+            request, consortium_admin.create, svc.db, who, kind, body, remote(request), policy
         )
         return web.json_response(data, status=201)
 
@@ -109,6 +113,7 @@ def _update(kind: str) -> Handler:
             row_id,
             body,
             remote(request),
+            passwords.Policy.from_settings(services(request).settings),
         )
         return web.json_response(data)
 

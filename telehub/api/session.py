@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from telehub import auth
-from telehub.api.common import json_body, public, run, services
+from telehub.api.common import json_body, public, remote, run, services
 from telehub.errors import Invalid
 
 routes = web.RouteTableDef()
@@ -19,9 +19,23 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise Invalid("username and password are required strings", "missing_credentials")
     svc = services(request)
-    token, who = await run(
-        request, auth.login, svc.db, username, password, svc.settings.token_ttl_seconds
-    )
+    try:
+        token, who = await run(
+            request,
+            auth.login,
+            svc.db,
+            username,
+            password,
+            svc.settings.token_ttl_seconds,
+            auth.Lockout.from_settings(svc.settings),
+            remote(request),
+        )
+    except auth.AccountLocked as exc:
+        return web.json_response(
+            {"error": exc.code, "message": exc.message},
+            status=exc.http_status,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     return web.json_response(
         {
             "token": token,

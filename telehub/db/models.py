@@ -772,3 +772,17 @@ class ConsultToken(Base):
     consult_id: Mapped[int] = mapped_column(ForeignKey("consults.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginThrottle(Base):
+    """Failed logins per attempted username (known or not, so a lockout reveals nothing about
+    which accounts exist); kept in the database so every hub process sees the same count."""
+
+    __tablename__ = "login_throttles"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    #: Start of the window the failures are counted in.
+    first_failure_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Logins answer 429 account_locked until then; NULL: not locked.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

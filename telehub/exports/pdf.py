@@ -9,8 +9,8 @@ renders in common viewers and stays extractable, with nothing to install beyond 
 
 from __future__ import annotations
 
+import functools
 import io
-import logging
 import os
 from datetime import datetime
 from xml.sax.saxutils import escape
@@ -29,8 +29,6 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from telehub.exports.document import ReportDocument
 
-log = logging.getLogger(__name__)
-
 #: TrueType CJK fonts embedded when present (OpenType/CFF fonts such as Noto CJK's .otc cannot
 #: be embedded by reportlab).
 EMBEDDABLE_FONTS = (
@@ -41,19 +39,28 @@ EMBEDDABLE_FONTS = (
 CID_FONT = "STSong-Light"
 
 
-def _register_font() -> str:
-    for path in EMBEDDABLE_FONTS:
-        if os.path.exists(path):
-            try:
-                pdfmetrics.registerFont(TTFont("TelehubCJK", path, subfontIndex=0))
-                return "TelehubCJK"
-            except Exception as exc:  # a damaged or unsupported font file: try the next
-                log.warning("cannot embed font %s: %s", path, exc)
-    pdfmetrics.registerFont(UnicodeCIDFont(CID_FONT))
-    return CID_FONT
+EMBEDDED_NAME = "TelehubCJK"
 
 
-FONT = _register_font()
+def _embeddable() -> str | None:
+    return next((path for path in EMBEDDABLE_FONTS if os.path.exists(path)), None)
+
+
+#: Chosen at import by a file check only; the font itself (megabytes) is loaded on the first
+#: PDF, so hub processes that never render one do not carry it.
+FONT = EMBEDDED_NAME if _embeddable() else CID_FONT
+
+
+@functools.cache
+def ensure_font() -> None:
+    """Register FONT with reportlab, once per process, before anything is drawn with it."""
+    if FONT == CID_FONT:
+        pdfmetrics.registerFont(UnicodeCIDFont(CID_FONT))
+        return
+    path = _embeddable()
+    assert path is not None
+    pdfmetrics.registerFont(TTFont(EMBEDDED_NAME, path, subfontIndex=0))
+
 
 STATUS_LABEL = {
     "preliminary": "初步报告 Preliminary (未审核 not signed)",
@@ -208,6 +215,7 @@ def _signatures(doc: ReportDocument) -> Table:
 
 
 def render(doc: ReportDocument) -> bytes:
+    ensure_font()
     """The PDF bytes of one report version."""
     out = io.BytesIO()
     title = f"诊断报告 Report | {doc.reading_facility} | case {doc.case_id} v{doc.version}"
