@@ -15,15 +15,12 @@ from xml.etree.ElementTree import Element
 
 from ecg.formats.common import DecodedECG
 from ecg.formats.vendor_xml import (
-    DERIVED_FORMULAE,
-    build,
     complete_limb_leads,
+    finish,
     local_name,
-    patient,
     raw_channel,
     read_root,
     run_parser,
-    standard_order,
 )
 from ecg.model import ECGError
 
@@ -85,16 +82,6 @@ def decode_muse(path: str | Path) -> DecodedECG:
         "median_beats": str(len(record.median_beats)),
         "muse_version": record.file_format.version or "",
     }
-    if derived:
-        details["derived_leads"] = f"{', '.join(derived)} computed ({DERIVED_FORMULAE})"
-    if notes:
-        details["reader_warnings"] = "; ".join(notes)
-    return build(
-        standard_order(channels),
-        float(rates.pop()),
-        record.recording.date,
-        patient(record.patient),
-        SOURCE_FORMAT,
-        WHAT,
-        details,
+    return finish(
+        record, channels, float(rates.pop()), derived, notes, details, SOURCE_FORMAT, WHAT
     )

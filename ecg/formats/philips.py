@@ -13,15 +13,12 @@ from pathlib import Path
 
 from ecg.formats.common import DecodedECG
 from ecg.formats.vendor_xml import (
-    DERIVED_FORMULAE,
-    build,
     complete_limb_leads,
+    finish,
     local_name,
-    patient,
     raw_channel,
     read_root,
     run_parser,
-    standard_order,
 )
 from ecg.model import ECGError
 
@@ -57,16 +54,6 @@ def decode_philips(path: str | Path) -> DecodedECG:
     }
     if compression == "XLI":
         details["limb_leads"] = "III, aVR, aVL, aVF rebuilt from the XLI residuals and I, II"
-    if derived:
-        details["derived_leads"] = f"{', '.join(derived)} computed ({DERIVED_FORMULAE})"
-    if notes:
-        details["reader_warnings"] = "; ".join(notes)
-    return build(
-        standard_order(channels),
-        float(rates.pop()),
-        record.recording.date,
-        patient(record.patient),
-        SOURCE_FORMAT,
-        WHAT,
-        details,
+    return finish(
+        record, channels, float(rates.pop()), derived, notes, details, SOURCE_FORMAT, WHAT
     )

@@ -160,6 +160,33 @@ def patient(info: Any) -> PatientInfo:
     )
 
 
+def finish(
+    record: Any,
+    channels: list[RawChannel],
+    rate: float,
+    derived: list[str],
+    notes: list[str],
+    details: dict[str, str],
+    source_format: str,
+    what: str,
+) -> DecodedECG:
+    """The ECG of an ecgdatakit record: leads in standard order, the derived leads and the
+    reader's warnings noted in the details."""
+    if derived:
+        details["derived_leads"] = f"{', '.join(derived)} computed ({DERIVED_FORMULAE})"
+    if notes:
+        details["reader_warnings"] = "; ".join(notes)
+    return build(
+        standard_order(channels),
+        rate,
+        record.recording.date,
+        patient(record.patient),
+        source_format,
+        what,
+        details,
+    )
+
+
 def build(
     channels: list[RawChannel],
     rate: float,

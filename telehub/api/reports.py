@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from telehub.api.schema import ID, json_request, query, responses
 from telehub.exports import service as exports
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 VERSION = r"{version:\d+}"
 REPORT = f"/api/v1/cases/{{id}}/reports/{VERSION}"
@@ -125,6 +127,20 @@ async def cosign(request: web.Request) -> web.Response:
 
 
 # ----- exports ------------------------------------------------------------------------------
+async def _exported(request: web.Request, export: Callable[..., T]) -> T:
+    """One export of the version in the path, for the caller (access checked and audited by
+    the export service)."""
+    return await run(
+        request,
+        export,
+        services(request),
+        principal(request),
+        path_id(request),
+        _version(request),
+        remote(request),
+    )
+
+
 def _filename(request: web.Request, ext: str) -> str:
     return f"report-case{path_id(request)}-v{_version(request)}.{ext}"
 
@@ -132,15 +148,7 @@ def _filename(request: web.Request, ext: str) -> str:
 @routes.get(REPORT + ".pdf")
 @routes.get(REPORT + "/pdf")
 async def report_pdf(request: web.Request) -> web.Response:
-    data = await run(
-        request,
-        exports.export_pdf,
-        services(request),
-        principal(request),
-        path_id(request),
-        _version(request),
-        remote(request),
-    )
+    data = await _exported(request, exports.export_pdf)
     return web.Response(
         body=data,
         content_type="application/pdf",
@@ -150,15 +158,7 @@ async def report_pdf(request: web.Request) -> web.Response:
 
 @routes.get(REPORT + "/fhir")
 async def report_fhir(request: web.Request) -> web.Response:
-    resource = await run(
-        request,
-        exports.export_fhir,
-        services(request),
-        principal(request),
-        path_id(request),
-        _version(request),
-        remote(request),
-    )
+    resource = await _exported(request, exports.export_fhir)
     return web.Response(
         text=json.dumps(resource, ensure_ascii=False),
         content_type="application/fhir+json",
@@ -168,15 +168,7 @@ async def report_fhir(request: web.Request) -> web.Response:
 
 @routes.get(REPORT + "/sr")
 async def report_sr(request: web.Request) -> web.Response:
-    data = await run(
-        request,
-        exports.export_sr,
-        services(request),
-        principal(request),
-        path_id(request),
-        _version(request),
-        remote(request),
-    )
+    data = await _exported(request, exports.export_sr)
     return web.Response(
         body=data,
         content_type="application/dicom",
