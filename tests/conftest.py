@@ -131,3 +131,22 @@ def dcmtk() -> None:
     from tests.helpers import need_dcmtk
 
     need_dcmtk()
+
+
+# ----- browser tests -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def browser():  # type: ignore[no-untyped-def]
+    """Debian's Chromium under Playwright, shared by the browser tests."""
+    from tests.browser import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def web_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """The hub the browser tests use (embedded default, demo consortium)."""
+    tmp = tmp_path_factory.mktemp("web")
+    hub = start_hub(tmp, name="web")
+    yield hub
+    hub.proc.stop()

@@ -147,8 +147,8 @@ def test_front_end_is_served_by_the_hub(embedded_hub: Hub) -> None:
     """The page and its assets come from the hub itself (no CDN) and hold no patient data."""
     api = embedded_hub.api
     page = api.get("/")
-    assert page.status == 200 and b"/static/app.js" in page.body
-    for asset in ("app.js", "i18n.js", "style.css"):
+    assert page.status == 200 and b"/static/js/main.js" in page.body
+    for asset in ("js/main.js", "js/i18n.js", "js/app.js", "style.css"):
         assert api.get(f"/static/{asset}").status == 200
     assert api.get("/static/../telehub/config.py").status in (401, 403, 404)
     assert b"http" not in page.body.replace(b"http-equiv", b"")  # nothing fetched from outside

@@ -115,7 +115,7 @@ def test_json_answers_carry_headers_and_no_store(hub: Hub, admin: str) -> None:
 
 
 def test_static_files_and_page_carry_headers(hub: Hub) -> None:
-    for path in ("/", "/static/app.js", "/static/style.css"):
+    for path in ("/", "/static/js/main.js", "/static/style.css"):
         answer = fetch(hub, path)
         assert answer.status == 200, path
         assert_basic_headers(answer)

@@ -161,6 +161,19 @@ const en = {
   "notFound": "Page not found.",
   "error.network": "Cannot reach the hub. Please check the network connection.",
   "error.server": "Server message: {msg}",
+  "err.invalid_credentials": "Wrong username or password.",
+  "err.missing_credentials": "Enter your username and password.",
+  "err.invalid_token": "Your sign-in is no longer valid. Please sign in again.",
+  "err.token_expired": "Your sign-in has expired. Please sign in again.",
+  "err.already_claimed": "This case has already been claimed.",
+  "err.not_claimable": "This case cannot be claimed now.",
+  "err.already_final": "This case already has a final report.",
+  "err.not_claimed": "Claim the case before writing a report.",
+  "err.empty_report": "The report is empty.",
+  "err.too_long": "The report is too long.",
+  "err.not_found": "Not found.",
+  "err.not_a_reader": "Only readers can do this.",
+  "err.forbidden": "You are not allowed to do this.",
 };
 
 const zh = {
@@ -332,12 +345,32 @@ const zh = {
   "err.not_claimed": "请先认领病例再撰写报告。",
   "err.empty_report": "报告内容为空。",
   "err.too_long": "报告内容过长。",
-  "err.not_found": "未找到该病例。",
+  "err.not_found": "未找到。",
   "err.not_a_reader": "仅阅片医生可执行此操作。",
   "err.forbidden": "无权执行此操作。",
 };
 
 const DICTS = { "zh-CN": zh, en };
+
+/**
+ * A feature module's own strings: addStrings({ en: {...}, "zh-CN": {...} }). Every key must be
+ * in both languages (tests/test_web_i18n.py checks); a key defined twice is a mistake.
+ */
+export function addStrings(dicts) {
+  for (const code of LANGS) {
+    for (const [key, text] of Object.entries(dicts[code] || {})) {
+      if (Object.prototype.hasOwnProperty.call(DICTS[code], key)) {
+        console.warn("telehub i18n: key defined twice", key);
+      }
+      DICTS[code][key] = text;
+    }
+  }
+}
+
+/** Every key of each language (the language test compares them). */
+export function allKeys() {
+  return Object.fromEntries(LANGS.map((code) => [code, Object.keys(DICTS[code]).sort()]));
+}
 
 function initialLang() {
   try {
