@@ -70,9 +70,11 @@ class PageProblems:
         page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         page.on(
             "request",
-            lambda r: None
-            if r.url.startswith((self.origin, "data:", "blob:"))
-            else self.foreign.append(r.url),
+            lambda r: (
+                None
+                if r.url.startswith((self.origin, "data:", "blob:"))
+                else self.foreign.append(r.url)
+            ),
         )
 
 
@@ -90,10 +92,10 @@ def open_page(
     problems.attach(page)
     if username:
         answer = login_token(hub, username)
+        token, user = json.dumps(answer["token"]), json.dumps(json.dumps(answer["user"]))
         context.add_init_script(
-            "sessionStorage.setItem('telehub.token', %s);"
-            "sessionStorage.setItem('telehub.user', %s);"
-            % (json.dumps(answer["token"]), json.dumps(json.dumps(answer["user"])))
+            f"sessionStorage.setItem('telehub.token', {token});"
+            f"sessionStorage.setItem('telehub.user', {user});"
         )
     page.goto(origin + path)
     return context, page, problems

@@ -9,7 +9,9 @@ from tests.browser import open_page, shot
 from tests.helpers import Hub
 
 
-def test_sign_in_by_form_lands_on_role_home_and_assets_are_local(browser: Any, web_hub: Hub) -> None:
+def test_sign_in_by_form_lands_on_role_home_and_assets_are_local(
+    browser: Any, web_hub: Hub
+) -> None:
     context, page, problems = open_page(browser, web_hub, None, lang="en")
     try:
         page.fill("#login-username", "reader")
