@@ -157,6 +157,8 @@ class Receiver:
             return self._refuse(state, sop_uid, CANNOT_UNDERSTAND, str(exc))
         except InvalidInstance as exc:
             return self._refuse(state, sop_uid, exc.status, str(exc))
+        except ingest.ForeignStudy as exc:
+            return self._refuse(state, sop_uid, exc.status, str(exc))
         except StoreError as exc:
             log.error("object store failed for %s: %s", sop_uid, exc)
             return self._refuse(state, sop_uid, OUT_OF_RESOURCES, "object store unavailable")

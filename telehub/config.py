@@ -7,6 +7,7 @@ so ``telehub serve`` runs on a fresh machine; the scaled mode differs only in th
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import tomllib
@@ -47,6 +48,11 @@ class Settings:
     #: Seconds without a new instance, after a transfer ends, before a study counts as complete
     #: (0: at once). For modalities that send one series per association.
     study_quiet_seconds: float = 0.0
+    #: A study with no transfer end (its receiver crashed) is completed after this long quiet.
+    abandoned_study_seconds: float = 600.0
+    #: An instance object with no index row (a crash between write and index) is removed once
+    #: this old: longer than any ingest can take from object write to index commit.
+    orphan_grace_seconds: float = 3600.0
     token_ttl_seconds: int = 12 * 3600
     #: How long a dispatched outbox message may stay unfinished before it is sent again.
     outbox_redeliver_seconds: float = 60.0
@@ -85,6 +91,9 @@ class Settings:
     consult_token_ttl_seconds: int = 600
     #: Most participants connected to one consult (waiting room included).
     consult_max_participants: int = 6
+    #: Consult media forwarded as received (VP8/Opus, no re-encoding; docs/consults.md) or,
+    #: when false, decoded and re-encoded per viewer and for the recording.
+    consult_media_forward: bool = True
     #: A participant whose link dropped may reconnect this long as the same participant.
     consult_reconnect_seconds: float = 30.0
     #: Most pointer-only shared-viewing updates relayed per second (the rest are coalesced).
@@ -100,6 +109,10 @@ class Settings:
     #: Trust ``X-Forwarded-Proto`` from a TLS reverse proxy (only when the hub is reachable
     #: through the proxy alone): "https" there turns on Strict-Transport-Security.
     trust_forwarded_proto: bool = False
+    #: Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
+    #: client: the audit trail, logs and login throttling then see the client's address, not
+    #: the proxy's. Empty: X-Forwarded-For is ignored (anyone could write it).
+    trusted_proxies: str = ""
     #: max-age of Strict-Transport-Security on HTTPS responses (seconds).
     hsts_max_age: int = 365 * 24 * 3600
     log_level: str = "INFO"
@@ -138,6 +151,14 @@ class Settings:
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False)
+            for p in self.trusted_proxies.split(",")
+            if p.strip()
+        )
 
     @property
     def receiver_processes(self) -> int:
@@ -215,6 +236,10 @@ class Settings:
             raise ConfigError("log_format must be 'text' or 'json'")
         if settings.patient_match not in ("issuer", "id"):
             raise ConfigError("patient_match must be 'issuer' or 'id'")
+        try:
+            settings.trusted_proxy_networks  # noqa: B018 - parsed here to fail at start
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from exc
         for name in ("sla_stat_seconds", "sla_urgent_seconds", "sla_routine_seconds"):
             if getattr(settings, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -222,6 +247,8 @@ class Settings:
             raise ConfigError("sla_escalate_fraction and sla_warn_fraction must be in [0, 1]")
         if settings.sla_check_seconds <= 0 or settings.claim_lease_seconds <= 0:
             raise ConfigError("sla_check_seconds and claim_lease_seconds must be positive")
+        if settings.abandoned_study_seconds <= 0 or settings.orphan_grace_seconds < 0:
+            raise ConfigError("abandoned_study_seconds > 0 and orphan_grace_seconds >= 0")
         if settings.dicom_processes < 0 or settings.study_quiet_seconds < 0:
             raise ConfigError("dicom_processes and study_quiet_seconds cannot be negative")
         _check_ice_servers(settings.ice_servers)  # consults

@@ -90,6 +90,18 @@ class IngestCache:
     series: dict[str, int] = field(default_factory=dict)
 
 
+class ForeignStudy(Exception):
+    """The instance belongs to a study (or is an instance) of another facility's case.
+
+    Study and SOP Instance UIDs are global, so a second facility sending one is a misconfigured
+    device or a copied study; letting it in would grow (or, by the duplicate policy, replace
+    data in) a case the sender may not see. It is refused as "not authorised" (0x0124) and
+    nothing is written; a study copied on purpose is sent with new UIDs, or referred.
+    """
+
+    status = 0x0124
+
+
 class DuplicatePolicy(StrEnum):
     """What a re-sent SOP Instance UID with *different* content does (same content is always
     acknowledged without a second copy)."""
@@ -116,6 +128,8 @@ def store_instance(
     """
     existing = _find_instance(db, meta.sop_uid)
     if existing is not None:
+        if existing.origin_facility_id != facility_id:
+            raise ForeignStudy(f"instance {meta.sop_uid} belongs to another facility's case")
         return _resent(db, store, existing, meta, path, source, duplicates)
     key = instance_key(meta.study_uid, meta.series_uid, meta.sop_uid)
     stored = store.put_file(key, path)
@@ -148,14 +162,23 @@ class _Existing:
     case_id: int
     sha256: str
     object_key: str
+    origin_facility_id: int
 
 
 # The hot path's statements, built once (building them per call costs more than running them).
 _instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
+_cases = Case.__table__
 _FIND_INSTANCE = (
-    select(_instances.c.id, _studies.c.case_id, _instances.c.sha256, _instances.c.object_key)
+    select(
+        _instances.c.id,
+        _studies.c.case_id,
+        _instances.c.sha256,
+        _instances.c.object_key,
+        _cases.c.origin_facility_id,
+    )
     .join(_series, _series.c.id == _instances.c.series_id)
     .join(_studies, _studies.c.id == _series.c.study_id)
+    .join(_cases, _cases.c.id == _studies.c.case_id)
     .where(_instances.c.sop_uid == bindparam("sop_uid"))
 )
 _INSERT_INSTANCE = insert(_instances)
@@ -296,6 +319,10 @@ def _index(
         meta.patient_sex,
     )
     study = session.scalar(select(Study).where(Study.study_uid == meta.study_uid))
+    if study is not None and facility_id != session.scalar(
+        select(Case.origin_facility_id).where(Case.id == study.case_id)
+    ):
+        raise ForeignStudy(f"study {meta.study_uid} belongs to another facility's case")
     if study is None:
         case = Case(
             origin_facility_id=facility_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -73,6 +74,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         tmp_path_factory.mktemp("http-security"),
         extra_env={
             "TELEHUB_TRUST_FORWARDED_PROTO": "true",
+            "TELEHUB_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8",
             "TELEHUB_LOGIN_LOCKOUT_SECONDS": str(LOCK_SECONDS),
         },
     )
@@ -146,13 +148,38 @@ def test_hsts_only_over_https_from_a_trusted_proxy(hub: Hub, admin: str) -> None
     assert "Strict-Transport-Security" not in fetch(hub, "/healthz").headers
 
 
-def test_forwarded_proto_ignored_unless_trusted(tmp_path: Path) -> None:
+def last_worklist_audit_address(hub: Hub) -> str:
+    db = sqlite3.connect(f"file:{hub.data / 'telehub.sqlite3'}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT remote FROM audit_log WHERE resource_type = 'worklist' ORDER BY id DESC"
+        ).fetchone()
+    finally:
+        db.close()
+    return row[0]
+
+
+def test_audit_records_the_client_behind_a_trusted_proxy(hub: Hub) -> None:
+    reader = login(hub, "reader", "demo").json()["token"]
+    # The client wrote the first entry itself; our proxies (127.0.0.1, 10.0.0.0/8) the rest.
+    chain = {"X-Forwarded-For": "203.0.113.66, 198.51.100.7, 10.1.2.3"}
+    assert fetch(hub, "/api/v1/worklist", token=reader, headers=chain).status == 200
+    assert last_worklist_audit_address(hub) == "198.51.100.7"
+    assert fetch(hub, "/api/v1/worklist", token=reader).status == 200
+    assert last_worklist_audit_address(hub) == "127.0.0.1"
+
+
+def test_forwarded_headers_ignored_unless_trusted(tmp_path: Path) -> None:
     untrusting = start_hub(tmp_path, name="untrusting")
     try:
         answer = fetch(untrusting, "/healthz", headers={"X-Forwarded-Proto": "https"})
         assert answer.status == 200
         assert_basic_headers(answer)
         assert "Strict-Transport-Security" not in answer.headers
+        reader = login(untrusting, "reader", "demo").json()["token"]
+        spoofed = {"X-Forwarded-For": "198.51.100.7"}
+        assert fetch(untrusting, "/api/v1/worklist", token=reader, headers=spoofed).status == 200
+        assert last_worklist_audit_address(untrusting) == "127.0.0.1"
     finally:
         untrusting.proc.stop()
 

@@ -133,8 +133,8 @@ def test_patient_data_routes_refuse_another_facility(embedded_hub: Hub, tmp_path
     outsiders = {"clinic2": api.login("clinic2"), "ecgexpert": api.login("ecgexpert")}
     checked = 0
     for method, path, _public in _routes(tmp_path / "app"):
-        # STOW-RS into a study UID is a store, not a read: whether a facility may add to a
-        # study UID another facility sent is an open policy question (docs/conformance.md 6.4).
+        # STOW-RS into a study UID is a store, not a read: another facility's instances are
+        # refused per instance (0x0124, HTTP 409), tested in tests/test_foreign_study.py.
         if (
             not PATIENT_ROUTES.match(path)
             or path.endswith("/ws")

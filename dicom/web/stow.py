@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,9 @@ class _Request:
                 source=self.source,
                 cache=self.cache,
             )
+        except ingest.ForeignStudy as exc:
+            self._fail(sop_class, sop_uid, exc.status, str(exc))
+            return
         except StoreError as exc:
             log.error("object store failed for %s: %s", sop_uid, exc)
             self._fail(sop_class, sop_uid, OUT_OF_RESOURCES, "object store unavailable")
@@ -226,8 +230,12 @@ def stow_from_file(
     content_type: str,
     study_uid: str | None = None,
     source: str = "stow",
+    before_complete: Callable[[set[str]], None] | None = None,
 ) -> StowResult:
     """Store every application/dicom part of the multipart/related body at ``body_path``.
+
+    ``before_complete(study_uids)`` runs on the studies that got new instances before they are
+    completed and routed (the resumable upload applies the clinic's priority there).
 
     Raises Forbidden (403), UnsupportedMediaType (415) or Invalid (400) for a request that
     cannot be processed at all; per-instance failures are in the result. The body file is
@@ -251,6 +259,11 @@ def stow_from_file(
         raise Invalid("the multipart body has no parts", "bad_multipart")
     if not result.accepted and request.wrong_media == request.parts:
         raise UnsupportedMediaType("no part is application/dicom")
+    if request.new_studies and before_complete is not None:
+        try:
+            before_complete(set(request.new_studies))
+        except Exception:  # what was stored stays stored and is routed as it is
+            log.exception("before_complete failed for %s", sorted(request.new_studies))
     if request.new_studies:
         try:
             result.completed_cases = ingest.complete_studies(

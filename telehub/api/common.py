@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -39,7 +40,34 @@ def principal(request: web.Request) -> Principal:
 
 
 def remote(request: web.Request) -> str:
-    return request.remote or ""
+    """The client's address for the audit trail and throttling: the peer, or behind trusted
+    reverse proxies the right-most X-Forwarded-For entry that is not one of them (entries
+    left of it were written by the client and prove nothing)."""
+    peer = request.remote or ""
+    proxies = request.app[SERVICES].settings.trusted_proxy_networks
+    if not proxies or not _within(peer, proxies):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _within(hop, proxies):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -76,6 +104,9 @@ def int_param(request: web.Request, name: str, default: int, lo: int = 0, hi: in
 
 def path_id(request: web.Request, name: str = "id") -> int:
     try:
-        return int(request.match_info[name])
+        value = int(request.match_info[name])
     except ValueError as exc:
         raise Invalid(f"{name} must be an integer", "bad_parameter") from exc
+    if not -(2**63) <= value < 2**63:  # beyond a database integer: cannot exist
+        raise Invalid(f"{name} is out of range", "bad_parameter")
+    return value
