@@ -2,6 +2,16 @@
 two-party consults at 640x480 >= 15 frames/s, hub relay vs. direct media with the hub recording.
 
     python bench/consult_media.py [--seconds 10] [--max-consults 10]
+        [--media forward,transcode] [--modes relay,direct] [--participants preencoded|live]
+
+``--media``: the hub forwards the encoded media as received (telehub.media.forwarding, the
+default) or decodes and re-encodes it per viewer and for the recording (the earlier design),
+each with a fresh hub process in the same run. ``--participants preencoded`` (default for the
+capacity rounds): participants send VP8/Opus packets encoded once and count the frames they
+receive without decoding them, so two participant processes can load the hub with 8+ consults
+on this 2-core machine; ``live`` encodes and decodes every frame (camera-like, but then the
+participants, not the hub, run out of CPU first). Join times are always measured with live
+participants (a pre-encoded stream has keyframes only every 2 s and cannot answer a PLI).
 
 Processes: the hub's media layer (telehub.media.sessions behind a bench-only HTTP offer
 endpoint, standing in for the signaling WebSocket) runs in one child process, the synthetic
@@ -31,11 +41,16 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- hub process ------------------------------------------------------------------------------
-async def hub_main(port: int, work: Path) -> None:
+async def hub_main(port: int, work: Path, forward: bool) -> None:
     from telehub.media import sessions
     from telehub.store import FilesystemStore
 
-    sessions.configure(store=FilesystemStore(work / "store"), work_dir=work / "tmp", ice_servers=[])
+    sessions.configure(
+        store=FilesystemStore(work / "store"),
+        work_dir=work / "tmp",
+        ice_servers=[],
+        forward=forward,
+    )
     stored: list[tuple[int, str, float]] = []
     sessions.on_recording_stored = lambda c, k, d: stored.append((c, k, d))
 
@@ -73,7 +88,9 @@ async def post(url: str, body: dict) -> dict:
 async def hub_join(base: str, consult: int, pid: int, slots: int):
     from telehub.media.synthetic import SyntheticParticipant
 
-    client = SyntheticParticipant(40 + 80 * pid, slots, moving=True)
+    client = SyntheticParticipant(
+        40 + 80 * pid, slots, moving=True, preencoded=os.environ.get("BENCH_PREENCODED") == "1"
+    )
     offer = await client.offer()
     answer = await post(f"{base}/offer", {"consult": consult, "participant": pid, **offer})
     await client.accept(answer)
@@ -84,8 +101,9 @@ async def direct_pair(consult: int):
     """Two participants with media between them directly (the hub is not on this path)."""
     from telehub.media.synthetic import SyntheticParticipant
 
-    a = SyntheticParticipant(40, 1, moving=True)
-    b = SyntheticParticipant(200, 0, moving=True, answerer=True)
+    pre = os.environ.get("BENCH_PREENCODED") == "1"
+    a = SyntheticParticipant(40, 1, moving=True, preencoded=pre)
+    b = SyntheticParticipant(200, 0, moving=True, answerer=True, preencoded=pre)
     await a.accept(await b.answer(await a.offer()))
     return a, b
 
@@ -140,12 +158,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def spawn(*args: str) -> subprocess.Popen:
+def spawn(*args: str, preencoded: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(HERE), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "BENCH_PREENCODED": "1" if preencoded else "0"},
     )
 
 
@@ -158,12 +177,17 @@ def read_json(proc: subprocess.Popen) -> dict:
             return json.loads(line)
 
 
-def run_round(base: str, hub: subprocess.Popen, mode: str, n: int, seconds: float) -> dict:
+def run_round(
+    base: str, hub: subprocess.Popen, mode: str, n: int, seconds: float, preencoded: bool
+) -> dict:
     """n consults in ``mode``, split over two participant processes; hub CPU over the window."""
     first = 1000 * n + (0 if mode == "relay" else 500)
     groups = [list(range(first + i, first + n, 2)) for i in (0, 1)]
     groups = [g for g in groups if g]
-    procs = [spawn("--clients", base, mode, ",".join(map(str, g)), str(seconds)) for g in groups]
+    procs = [
+        spawn("--clients", base, mode, ",".join(map(str, g)), str(seconds), preencoded=preencoded)
+        for g in groups
+    ]
     for proc in procs:
         assert proc.stdout.readline().strip() == "steady"
     hub0, t0 = cpu_seconds(hub.pid), time.monotonic()
@@ -195,20 +219,34 @@ def post_sync(base: str, body: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hub", type=int)
+    parser.add_argument("--transcode", action="store_true")
     parser.add_argument("--clients", nargs=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-consults", type=int, default=10)
+    parser.add_argument("--media", default="forward,transcode")
+    parser.add_argument("--modes", default="relay,direct")
+    parser.add_argument("--participants", choices=("preencoded", "live"), default="preencoded")
     args = parser.parse_args()
     if args.hub:
-        asyncio.run(hub_main(args.hub, Path(tempfile.mkdtemp(prefix="media-bench-"))))
+        work = Path(tempfile.mkdtemp(prefix="media-bench-"))
+        asyncio.run(hub_main(args.hub, work, forward=not args.transcode))
         return
     if args.clients:
         base, mode, consults, seconds = args.clients
         ids = [int(c) for c in consults.split(",")]
         asyncio.run(clients_main(base, mode, ids, float(seconds)))
         return
+    print(
+        f"participants: {args.participants}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for media in args.media.split(","):
+        bench_hub(media, args)
+
+
+def bench_hub(media: str, args: argparse.Namespace) -> None:
     port = 18765
-    hub = spawn("--hub", str(port))
+    hub = spawn("--hub", str(port), *(["--transcode"] if media == "transcode" else []))
     assert hub.stdout.readline().strip() == "ready"
     base = f"http://127.0.0.1:{port}"
     try:
@@ -217,26 +255,23 @@ def main() -> None:
         joiner.wait(30)
         post_sync(base, {"op": "end"})
         print(
-            "join to first remote frame (both sides), 5 joins: "
+            f"[{media}] join to first remote frame (both sides), 5 joins: "
             f"median {sorted(joins)[2]:.2f} s, max {max(joins):.2f} s, "
             f"all {' '.join(f'{j:.2f}' for j in joins)}",
             flush=True,
         )
-        for mode in ("relay", "direct"):
-            for n in (1, 2, 3, 4, 6, 8, 10):
+        preencoded = args.participants == "preencoded"
+        for mode in args.modes.split(","):
+            for n in (1, 2, 4, 6, 8, 10, 12, 16):
                 if n > args.max_consults:
                     break
-                r = run_round(base, hub, mode, n, args.seconds)
+                r = run_round(base, hub, mode, n, args.seconds, preencoded)
                 print(
-                    f"{mode:6} {n:2} consults: min {r['min_fps']:.1f} fps, mean {r['mean_fps']:.1f}"
-                    f", hub CPU {r['hub_cpu']:.2f} cores ({r['hub_cpu_per_consult']:.2f}/consult)"
-                    f", participants CPU {r['clients_cpu']:.2f} cores"
-                    f", {r['recordings']} segments stored ({r['recorded_seconds']:.0f} s)"
-                    + (
-                        f"; hub alone on 2 cores: ~{2 / r['hub_cpu_per_consult']:.0f} consults"
-                        if r["min_fps"] >= 14.5  # a starved hub's CPU says nothing
-                        else ""
-                    ),
+                    f"[{media}] {mode:6} {n:2} consults: min {r['min_fps']:.1f} fps, "
+                    f"mean {r['mean_fps']:.1f}, hub CPU {r['hub_cpu']:.2f} cores "
+                    f"({r['hub_cpu_per_consult']:.3f}/consult), participants CPU "
+                    f"{r['clients_cpu']:.2f} cores, {r['recordings']} segments stored "
+                    f"({r['recorded_seconds']:.0f} s)",
                     flush=True,
                 )
                 if r["min_fps"] < 14.5:  # 15 frames/s, within one frame over the window

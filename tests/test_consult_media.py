@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import pytest
 
-from telehub.media import sessions
+from telehub.media import forwarding, sessions
 from telehub.media.synthetic import SyntheticParticipant
 from telehub.store import FilesystemStore
 
@@ -127,6 +127,42 @@ async def _parties_see_each_other_and_recording_decodes(media, tmp_path, parties
     for client, _ in clients.values():
         await client.close()
     assert consult not in sessions.active()
+
+
+def test_media_is_forwarded_and_recorded_without_reencoding(media, tmp_path):
+    asyncio.run(_media_is_forwarded_and_recorded_without_reencoding(media, tmp_path))
+
+
+async def _media_is_forwarded_and_recorded_without_reencoding(media, tmp_path):
+    """The hub hands on what the participants sent: nothing decoded for a two-party recorded
+    consult at full quality, and the recording holds the received VP8 and Opus as they came."""
+    store, seen = media
+    consult = next(_ids)
+    a, answer_a = await join(consult, 1, slots=1)
+    b, answer_b = await join(consult, 2, slots=1)
+    await wait_until(lambda: all(r.frames > 5 for r in a.received.values()))
+    await wait_until(lambda: all(r.frames > 5 for r in b.received.values()))
+    before = dict(forwarding.counts)
+    await sessions.set_recording(consult, True)
+    await asyncio.sleep(2.5)
+    await sessions.set_recording(consult, False)
+    assert forwarding.counts["decoded"] == before["decoded"]
+    assert forwarding.counts["forwarded"] > before["forwarded"] + 100  # 2 x (15 video + 50 audio)/s
+    assert_sees_others(a, slot_owner(seen, consult, 1, answer_a), 1, 2)
+    assert_sees_others(b, slot_owner(seen, consult, 2, answer_b), 2, 2)
+    await wait_until(lambda: any(c == consult for c, _, _ in seen["stored"]))
+    key = next(k for c, k, _ in seen["stored"] if c == consult)
+    path = tmp_path / "forwarded.mkv"
+    with store.open(key) as src:
+        path.write_bytes(src.read())
+    with av.open(str(path)) as container:
+        codecs = sorted(s.codec_context.name for s in container.streams)
+        frames = sum(1 for _ in container.decode(video=0))
+    assert codecs == ["opus", "opus", "vp8", "vp8"]
+    assert frames >= 20  # starts at a keyframe: every frame of the segment decodes
+    await sessions.end(consult)
+    await a.close()
+    await b.close()
 
 
 def test_vanished_participant_leaves_finalised_recording(media, tmp_path):

@@ -147,6 +147,7 @@ def _configure_media(svc: Services) -> None:
         store=svc.store,
         work_dir=svc.settings.data / "media-work",
         ice_servers=svc.settings.ice_server_list,
+        forward=svc.settings.consult_media_forward,
     )
     db = svc.db
 

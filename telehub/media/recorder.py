@@ -1,5 +1,9 @@
 """One recording segment: every participant's audio and video into one Matroska file.
 
+With forwarding (``copy=True``, see :mod:`telehub.media.forwarding`) the received VP8 and Opus
+packets are written as they are, no decoding or encoding: the recording costs next to nothing.
+Otherwise decoded frames are encoded (H.264 and Opus).
+
 Why not aiortc's MediaRecorder: it encodes and muxes inside the event loop (a 640x480 H.264
 frame blocks every other consult for milliseconds) and keeps the RTP timestamps as they come
 (random origin per track), so the file's streams do not line up. Here each segment has one
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +39,9 @@ VIDEO_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "28"}
 # Matroska writes its header (with every stream's size) at the first packet, before a late
 # participant's first frame may exist: the recording has one fixed picture size.
 RECORD_SIZE = (640, 480)
+#: Matroska's Opus track needs the Ogg Opus identification header as its codec private data
+#: (RFC 7845 5.1): version 1, 2 channels, 312 samples pre-skip, 48 kHz, no gain, mapping 0.
+OPUS_HEAD = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 312, AUDIO_RATE, 0, 0)
 
 
 @dataclass
@@ -50,6 +58,7 @@ class SegmentRecorder:
     """Writes the given tracks to ``path``; :meth:`stop` finalises and returns the duration."""
 
     path: Path
+    copy: bool = False  # write received packets as they are (forwarding)
     _inputs: list[_Input] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _container: av.container.OutputContainer | None = None
@@ -65,7 +74,9 @@ class SegmentRecorder:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"rec-{self.path.stem}")
         self._container = av.open(str(self.path), mode="w", format="matroska")
         for item in self._inputs:
-            if item.track.kind == "audio":
+            if self.copy:
+                stream = self._copy_stream(item.track.kind)
+            elif item.track.kind == "audio":
                 stream = self._container.add_stream("libopus", rate=AUDIO_RATE)
                 stream.layout = "stereo"
             else:
@@ -79,6 +90,21 @@ class SegmentRecorder:
         self._t0 = time.monotonic()
         self._tasks = [asyncio.ensure_future(self._pump(item)) for item in self._inputs]
 
+    def _copy_stream(self, kind: str) -> av.stream.Stream:
+        """A stream that takes forwarded packets as they are (VP8 video, Opus audio)."""
+        assert self._container is not None
+        if kind == "audio":
+            stream = self._container.add_stream("libopus", rate=AUDIO_RATE)
+            stream.layout = "stereo"
+            stream.codec_context.extradata = OPUS_HEAD
+        else:
+            stream = self._container.add_stream("libvpx", rate=30)
+            stream.pix_fmt = "yuv420p"
+            stream.width, stream.height = RECORD_SIZE
+        stream.codec_context.time_base = VIDEO_TIME_BASE
+        stream.time_base = VIDEO_TIME_BASE
+        return stream
+
     @property
     def frames(self) -> int:
         """Frames written so far (0: nothing arrived, the file has no header and is dropped)."""
@@ -91,7 +117,14 @@ class SegmentRecorder:
                 frame = await item.track.recv()
             except MediaStreamError:
                 return
-            pts = self._stamp(item, frame)
+            if isinstance(frame, av.Packet):
+                pts = self._stamp_ms(item)
+                if pts is not None:
+                    await loop.run_in_executor(self._pool, self._mux, item, frame, pts)
+                continue
+            if self.copy and isinstance(frame, AudioFrame):
+                continue  # Opus is always forwarded; nothing else reaches a copy segment
+            pts = self._stamp_ms(item) if self.copy else self._stamp(item, frame)
             if pts is not None:
                 await loop.run_in_executor(self._pool, self._encode, item, frame, pts)
 
@@ -113,6 +146,24 @@ class SegmentRecorder:
             return None
         item.last_pts = pts
         return pts
+
+    def _stamp_ms(self, item: _Input) -> int | None:
+        """A forwarded packet's place on the segment's timeline, in milliseconds."""
+        pts = int((time.monotonic() - self._t0) * 1000)
+        if pts <= item.last_pts:
+            return None
+        item.last_pts = pts
+        return pts
+
+    def _mux(self, item: _Input, packet: av.Packet, pts: int) -> None:
+        assert item.stream is not None and self._container is not None
+        own = av.Packet(bytes(packet))
+        own.pts = own.dts = pts
+        own.time_base = VIDEO_TIME_BASE
+        own.is_keyframe = packet.is_keyframe
+        own.stream = item.stream
+        self._container.mux(own)
+        self._frames += 1
 
     def _encode(self, item: _Input, frame: AudioFrame | VideoFrame, pts: int) -> None:
         stream = item.stream

@@ -30,6 +30,8 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from aiortc.sdp import candidate_from_sdp
 
+from telehub.media import forwarding
+from telehub.media.forwarding import DecodedTrack, KeyframeGate, KeyframeSource
 from telehub.media.recorder import SegmentRecorder
 from telehub.media.tracks import QUALITY_HEIGHTS, QUALITY_LEVELS, ScaledVideoTrack, SlotTrack
 
@@ -55,6 +57,7 @@ class Peer:
     pc: RTCPeerConnection
     slots: list[Slot] = field(default_factory=list)
     incoming: dict[str, MediaStreamTrack] = field(default_factory=dict)
+    keyframes: dict[str, KeyframeSource] = field(default_factory=dict)
     quality: str = "high"
 
     def slot_map(self) -> dict[str, dict[str, object]]:
@@ -83,8 +86,12 @@ class Room:
         first_segment: int = 1,
         slots_changed: SlotsChanged,
         vanished: Vanished,
+        forward: bool = False,
     ) -> None:
         self.consult_id = consult_id
+        #: Forward encoded media (telehub.media.forwarding) instead of decoding and re-encoding
+        #: it per viewer and for the recording.
+        self.forward = forward
         self.configuration = configuration
         self.work_dir = work_dir
         self.relay = MediaRelay()
@@ -124,7 +131,15 @@ class Room:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            peer.incoming.setdefault(track.kind, track)
+            if track.kind in peer.incoming:
+                return
+            peer.incoming[track.kind] = track
+            if self.forward:
+                forwarding.forward(track)
+            receiver = next(
+                (t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None
+            )
+            peer.keyframes[track.kind] = KeyframeSource(receiver)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -138,6 +153,8 @@ class Room:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             for transceiver in pc.getTransceivers():
+                if self.forward:
+                    forwarding.prefer_forwardable(transceiver)
                 if transceiver._offerDirection in ("sendonly", "sendrecv"):  # client receives
                     track = SlotTrack(transceiver.kind)
                     transceiver.direction = "sendrecv"
@@ -212,12 +229,20 @@ class Room:
                     slot.source = None
             await self._rewire()
 
-    def _viewer_track(self, source: MediaStreamTrack, viewer: Peer) -> MediaStreamTrack:
+    def _viewer_track(
+        self, source: MediaStreamTrack, from_peer: Peer, viewer: Peer, slot: Slot
+    ) -> MediaStreamTrack:
         relayed = self.relay.subscribe(source, buffered=False)
         height = QUALITY_HEIGHTS.get(viewer.quality)
-        if source.kind == "video" and height is not None:
-            return ScaledVideoTrack(relayed, height)
-        return relayed
+        if source.kind != "video":
+            return relayed
+        if self.forward:
+            keyframes = from_peer.keyframes.get("video", KeyframeSource(None))
+            if height is None:  # the packets as they came, for this viewer's sender to pack
+                return KeyframeGate(relayed, keyframes, slot.transceiver.sender)
+            # a weak link: this viewer alone gets a decoded, smaller, re-encoded picture
+            return ScaledVideoTrack(DecodedTrack(KeyframeGate(relayed, keyframes)), height)
+        return ScaledVideoTrack(relayed, height) if height is not None else relayed
 
     async def _rewire(self) -> None:
         """Give every viewer a slot for every other participant's tracks, where one is free."""
@@ -248,7 +273,7 @@ class Room:
                             source.participant_id,
                         )
                         continue
-                    free.track.set_source(self._viewer_track(track, viewer))
+                    free.track.set_source(self._viewer_track(track, source, viewer, free))
                     free.source = source.participant_id
                     changed = True
             if changed:
@@ -296,11 +321,13 @@ class Room:
         self.segments += 1
         self.work_dir.mkdir(parents=True, exist_ok=True)
         name = f"{self.consult_id}-{self.segments}-{uuid.uuid4().hex[:8]}.mkv"
-        recorder = SegmentRecorder(self.work_dir / name)
-        for participant_id, kind, track in tracks:
-            recorder.add_track(
-                self.relay.subscribe(track, buffered=False), f"p{participant_id} {kind}"
-            )
+        recorder = SegmentRecorder(self.work_dir / name, copy=self.forward)
+        for peer in self.peers.values():
+            for kind, track in sorted(peer.incoming.items()):
+                relayed = self.relay.subscribe(track, buffered=False)
+                if self.forward and kind == "video":  # a segment starts at a keyframe
+                    relayed = KeyframeGate(relayed, peer.keyframes.get(kind, KeyframeSource(None)))
+                recorder.add_track(relayed, f"p{peer.participant_id} {kind}")
         await recorder.start()
         self._recorder = recorder
 

@@ -39,16 +39,22 @@ _store: ObjectStore | None = None
 _work_dir: Path = Path(tempfile.gettempdir()) / "telehub-media"
 # aiortc uses only the first server; an empty list means host candidates only (LAN, tests).
 _ice_servers: list[RTCIceServer] = []
+#: Forward encoded media rather than re-encode it (telehub.media.forwarding).
+_forward = True
 
 
 def configure(
     store: ObjectStore | None = None,
     work_dir: Path | None = None,
     ice_servers: list[dict[str, Any]] | None = None,
+    forward: bool | None = None,
 ) -> None:
-    """Set where recordings go and the hub peer's STUN/TURN servers ({"urls", "username",
-    "credential"} like the browser's RTCIceServer)."""
-    global _store, _work_dir, _ice_servers
+    """Set where recordings go, the hub peer's STUN/TURN servers ({"urls", "username",
+    "credential"} like the browser's RTCIceServer), and whether media is forwarded as
+    received (default) or decoded and re-encoded per viewer."""
+    global _store, _work_dir, _ice_servers, _forward
+    if forward is not None:
+        _forward = forward
     if store is not None:
         _store = store
     if work_dir is not None:
@@ -76,6 +82,7 @@ def room(consult_id: int) -> Room:
             first_segment=_next_segment(consult_id),
             slots_changed=_slots_changed,
             vanished=_vanished,
+            forward=_forward,
         )
     return found
 

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import av
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
@@ -20,6 +21,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
+
+from telehub.media import forwarding
 
 VIDEO_CLOCK = 90000
 
@@ -48,6 +51,7 @@ class GreyVideoTrack(MediaStreamTrack):
                 frame[height // 3 : height // 3 + height // 4, x : x + width // 4] = 255 - level
                 noise = np.roll(noise, 3, axis=1)
                 self._images.append(frame)
+        self.size = (width, height)
         self._start: float | None = None
         self._count = 0
 
@@ -97,6 +101,77 @@ class ToneAudioTrack(MediaStreamTrack):
         return frame
 
 
+class PreencodedTrack(MediaStreamTrack):
+    """Replays packets encoded once (VP8 or Opus), paced by the clock: a participant that costs
+    the machine almost nothing, so a bench measures the hub, not the participants' encoders.
+    aiortc's sender packs ``av.Packet`` as it is. Keyframes come every ``gop`` frames, not on
+    request (a browser would answer a PLI at once)."""
+
+    def __init__(self, kind: str, packets: list[av.Packet], interval: float) -> None:
+        super().__init__()
+        self.kind = kind
+        self._packets = packets
+        self._interval = interval
+        self._start: float | None = None
+        self._count = 0
+        self._step = packets[1].pts - packets[0].pts if len(packets) > 1 else 1
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._count * self._interval
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        source = self._packets[self._count % len(self._packets)]
+        packet = av.Packet(bytes(source))
+        packet.pts = self._count * self._step
+        packet.time_base = source.time_base
+        self._count += 1
+        return packet
+
+
+def encode_video(track: GreyVideoTrack, seconds: float = 4.0, gop: int = 30) -> list[av.Packet]:
+    """VP8 packets of ``seconds`` of the track's pictures (aiortc's default 500 kbps)."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = track.size
+    codec.pix_fmt = "yuv420p"
+    codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+    codec.bit_rate = 500_000
+    codec.gop_size = gop
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    packets: list[av.Packet] = []
+    for i in range(int(seconds * track.fps)):
+        frame = VideoFrame.from_ndarray(track._images[i % len(track._images)], format="yuv420p")
+        frame.pts = int(i * VIDEO_CLOCK / track.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        packets.extend(codec.encode(frame))
+    packets.extend(codec.encode(None))
+    for p in packets:
+        p.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+    return packets
+
+
+def encode_audio(track: ToneAudioTrack, seconds: float = 1.0) -> list[av.Packet]:
+    """Opus packets (20 ms each) of the track's tone."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate = ToneAudioTrack.RATE
+    codec.layout = "stereo"
+    codec.format = "s16"
+    packets: list[av.Packet] = []
+    samples = ToneAudioTrack.SAMPLES
+    for i in range(int(seconds * ToneAudioTrack.RATE / samples)):
+        chunk = track._wave[i * samples : (i + 1) * samples]
+        stereo = np.repeat(chunk, 2).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+        frame.sample_rate = ToneAudioTrack.RATE
+        frame.pts = i * samples
+        packets.extend(codec.encode(frame))
+    for p in packets:
+        p.time_base = fractions.Fraction(1, ToneAudioTrack.RATE)
+    return packets
+
+
 @dataclass
 class Received:
     """What arrived on one receive transceiver (keyed by mid)."""
@@ -122,12 +197,22 @@ class SyntheticParticipant:
         fps: int = 15,
         moving: bool = False,
         answerer: bool = False,
+        preencoded: bool = False,
     ) -> None:
+        """``preencoded``: send packets encoded once and count received frames without
+        decoding them (a bench participant that loads the hub, not this machine)."""
         self.level = level
-        self._own = {
+        self.preencoded = preencoded
+        self._own: dict[str, MediaStreamTrack] = {
             "audio": ToneAudioTrack(220 + level),
             "video": GreyVideoTrack(level, width, height, fps, moving),
         }
+        if preencoded:
+            audio, video = self._own["audio"], self._own["video"]
+            self._own = {
+                "audio": PreencodedTrack("audio", encode_audio(audio), 0.02),
+                "video": PreencodedTrack("video", encode_video(video), 1 / fps),
+            }
         # max-bundle, as browsers offer in practice (one transport for every m-line).
         config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         self.pc = RTCPeerConnection(config)
@@ -147,6 +232,8 @@ class SyntheticParticipant:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
+            if preencoded:
+                forwarding.forward(track)  # count what arrives, do not decode it
             mid = next(t.mid for t in self.pc.getTransceivers() if t.receiver.track is track)
             self.received[str(mid)] = Received(track.kind)
             self._tasks.append(asyncio.ensure_future(self._consume(str(mid), track)))
