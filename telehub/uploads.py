@@ -4,7 +4,8 @@ the chunk in flight, and the client resumes from the offset the hub reports.
 
 The session is a database row (who owns it, how far it got, what came of it) plus a spool file
 under ``<data>/spool/uploads``. When the last byte is there the body is processed once (STOW-RS
-through :func:`dicom.web.stow.stow_from_file`) and the answer is kept, so completing again, or
+through :func:`dicom.web.stow.stow_from_file`; a zip is unpacked into such a body by
+:mod:`telehub.upload_zip`) and the answer is kept, so completing again, or
 after a lost response, returns the same answer. Abandoned sessions expire and are swept.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp.helpers import parse_mimetype
 from sqlalchemy import delete, or_, select, update
 
+from telehub import upload_meta, upload_zip
 from telehub.auth import Principal
 from telehub.config import Settings
 from telehub.db import Database
@@ -49,7 +51,7 @@ KEEP_DONE = timedelta(days=7)
 #: A session "processing" for longer than this was abandoned by a crashed process.
 STALE_PROCESSING = timedelta(minutes=15)
 
-#: The only body the hub processes: a STOW-RS request of Part 10 files.
+#: The body the hub processes: a STOW-RS request of Part 10 files (or a zip, see upload_zip).
 ACCEPTED_TYPE = ("multipart", "related", "application/dicom")
 
 
@@ -119,10 +121,13 @@ def spool_path(settings: Settings, upload_id: str) -> Path:
 
 def check_content_type(content_type: str) -> None:
     """Refuse at creation what could never be processed, before any byte is sent."""
+    if upload_zip.is_zip(content_type):
+        return
     mime = parse_mimetype(content_type)
     if (mime.type, mime.subtype, mime.parameters.get("type", "").strip('"')) != ACCEPTED_TYPE:
         raise UnsupportedMediaType(
-            'the upload must be a STOW-RS body: multipart/related; type="application/dicom"'
+            'the upload must be a STOW-RS body (multipart/related; type="application/dicom")'
+            " or a zip of DICOM files (application/zip)"
         )
     if not mime.parameters.get("boundary"):
         raise Invalid("multipart/related content type without a boundary", "bad_content_type")
@@ -143,6 +148,7 @@ def create(
     if size <= 0:
         raise Invalid("size must be a positive number of bytes", "bad_size")
     check_content_type(content_type)
+    upload_meta.check(meta or {})
     if sha256 is not None:
         sha256 = sha256.lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -282,7 +288,7 @@ def _process(
     with svc.db.reader() as session:
         row = session.get(Upload, upload_id)
         assert row is not None
-        expected, content_type = row.sha256, row.content_type
+        expected, content_type, meta = row.sha256, row.content_type, dict(row.meta or {})
     path = spool_path(svc.settings, upload_id)
     if expected is not None:
         actual = _sha256(path)
@@ -292,19 +298,41 @@ def _process(
                 "error": "checksum_mismatch",
                 "message": f"sha256 of the received body is {actual}, not {expected}",
             }
+
+    def before_complete(study_uids: set[str]) -> None:
+        if upload_meta.wanted(meta):
+            upload_meta.apply(svc.db, svc.settings, who, study_uids, meta)
+
+    refused_files: list[dict[str, Any]] = []
     try:
-        outcome = stow_from_file(svc, who, path, content_type, study_uid=None, source="upload")
+        if upload_zip.is_zip(content_type):
+            with upload_zip.as_stow_body(path, svc.settings) as (body, body_type, refused_files):
+                if body is None:
+                    return 409, {
+                        "error": "no_dicom",
+                        "message": "the zip holds no DICOM Part 10 file",
+                        "failures": refused_files,
+                        "cases": [],
+                    }
+                outcome = stow_from_file(svc, who, body, body_type, None, "upload", before_complete)
+        else:
+            outcome = stow_from_file(svc, who, path, content_type, None, "upload", before_complete)
     except TelehubError as exc:
         log.info("upload %s refused: %s", upload_id, exc.message)
         return exc.http_status, {"error": exc.code, "message": exc.message}
     # The DICOM JSON answer, plus the hub's own words for each refusal (FailedSOPSequence
-    # items carry only a code), so the clinic sees why.
-    failures = [
+    # items carry only a code), so the clinic sees why, and the cases to follow.
+    failures = refused_files + [
         {"sop_uid": f.sop_uid, "reason": f.reason, "message": f.message} for f in outcome.failed
     ]
-    return outcome.http_status, {
+    status = outcome.http_status
+    if refused_files and status == 200:
+        status = 202
+    return status, {
         "stow": outcome.to_dicom_json(base_url + PREFIX),
         "failures": failures,
+        "accepted": len(outcome.accepted),
+        "cases": upload_meta.case_ids(svc.db, who, {i.study_uid for i in outcome.accepted}),
     }
 
 

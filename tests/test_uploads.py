@@ -343,10 +343,11 @@ def test_oversize_uploads_and_chunks_are_refused(embedded_hub: Hub, tokens: dict
         "POST",
         "/api/v1/uploads",
         tokens["clinic"],
-        json.dumps({"size": 10, "content_type": "application/zip"}).encode(),
+        json.dumps({"size": 10, "content_type": "application/x-tar"}).encode(),
         {"Content-Type": "application/json"},
     )
     assert status == 415 and answer["error"] == "unsupported_media_type"
+    assert "application/zip" in answer["message"]  # says what it does take
 
 
 def test_completing_twice_gives_the_same_answer_and_checks_the_sha256(
@@ -464,3 +465,131 @@ def test_stow_only_posts_plain_stow_rs(
     assert done.returncode == 0, done.stderr
     assert "accepted 2 instance(s)" in done.stdout
     assert len(cases_of(embedded_hub, tokens["clinic"], study)) == 1
+
+
+# ----- what the clinic says about an upload, and zips ----------------------------------------
+def routed_case(hub: Hub, token: str, study: str) -> dict[str, Any]:
+    """The case once routing has run (it is queued when the upload completes)."""
+    import time
+
+    for _ in range(300):
+        [case] = cases_of(hub, token, study)
+        if case["sla_deadline"]:
+            return case
+        time.sleep(0.1)
+    raise AssertionError(f"case of {study} was never routed: {case}")
+
+
+def test_priority_and_question_reach_the_new_case_before_routing(
+    embedded_hub: Hub, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    study, files = study_folder(tmp_path, "CT_small.dcm", "MR_small.dcm")
+    body = stow_body(*files)
+    token = tokens["clinic"]
+    question = "胸痛 2 小时，排除主动脉夹层 / chest pain, rule out dissection"
+    url = open_upload(
+        embedded_hub,
+        token,
+        body,
+        metadata={"priority": "stat", "clinical_question": question, "filename": "x"},
+    )
+    assert patch(embedded_hub, url, token, 0, body)[0] == 204
+    status, _, answer = call(embedded_hub, "POST", url + "/complete", token)
+    assert status == 200 and answer["status"] == 200
+    assert answer["result"]["accepted"] == 2 and answer["result"]["failures"] == []
+    case = routed_case(embedded_hub, token, study)
+    assert answer["result"]["cases"] == [case["id"]]
+    assert case["priority"] == "stat"
+    detail = embedded_hub.api.get(f"/api/v1/cases/{case['id']}", token).body
+    assert detail["clinical_question"] == question
+    # The SLA is the STAT target (30 min) from the study's completion, not the routine 24 h.
+    complete = next(e["at"] for e in detail["timeline"] if e["kind"] == "study_complete")
+    due = datetime.fromisoformat(case["sla_deadline"]) - datetime.fromisoformat(complete)
+    assert due.total_seconds() == 30 * 60
+    # Sending more images of that study later only raises a priority, never lowers it.
+    more = stow_body(fresh_copy("CT_small.dcm", tmp_path / "more", study_uid=study))
+    url = open_upload(embedded_hub, token, more, metadata={"priority": "routine"})
+    assert patch(embedded_hub, url, token, 0, more)[0] == 204
+    assert cases_of(embedded_hub, token, study)[0]["priority"] == "stat"
+
+
+def test_bad_upload_metadata_is_refused_at_creation(
+    embedded_hub: Hub, tokens: dict[str, str]
+) -> None:
+    for metadata, code in (
+        ({"priority": "asap"}, "bad_priority"),
+        ({"clinical_question": "x" * 4001}, "too_long"),
+        ({"priority": 1}, "bad_metadata"),
+    ):
+        status, _, answer = call(
+            embedded_hub,
+            "POST",
+            "/api/v1/uploads",
+            tokens["clinic"],
+            json.dumps({"size": 10, "content_type": MULTIPART, "metadata": metadata}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert (status, answer["error"]) == (400, code), answer
+
+
+def test_a_zip_is_unpacked_member_by_member_with_bad_members_refused_by_name(
+    embedded_hub: Hub, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    import zipfile
+
+    study, files = study_folder(tmp_path / "study", "CT_small.dcm", "MR_small.dcm")
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, f in enumerate(files):
+            zf.write(f, f"PATIENT/STUDY/IM{i}")
+        zf.writestr("README.TXT", "burnt by the CD viewer")
+        zf.writestr("DICOMDIR", b"\0" * 200)  # the CD index: skipped, not refused
+        zf.writestr("PATIENT/", b"")
+    body = archive.read_bytes()
+    token = tokens["clinic"]
+    status, _, answer = call(
+        embedded_hub,
+        "POST",
+        "/api/v1/uploads",
+        token,
+        json.dumps(
+            {
+                "size": len(body),
+                "content_type": "application/zip",
+                "metadata": {"priority": "urgent", "clinical_question": "fall, wrist pain"},
+            }
+        ).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert status == 201, answer
+    half = len(body) // 3
+    assert patch(embedded_hub, answer["url"], token, 0, body[:half])[0] == 204
+    assert patch(embedded_hub, answer["url"], token, half, body[half:])[0] == 204
+    status, _, done = call(embedded_hub, "POST", answer["url"] + "/complete", token)
+    assert status == 200 and done["status"] == 202, done
+    result = done["result"]
+    assert result["accepted"] == 2
+    assert [(f["file"], f["code"], f["message"]) for f in result["failures"]] == [
+        ("README.TXT", "not_dicom", "not a DICOM Part 10 file")
+    ]
+    [case] = cases_of(embedded_hub, token, study)
+    assert result["cases"] == [case["id"]] and case["priority"] == "urgent"
+    detail = embedded_hub.api.get(f"/api/v1/cases/{case['id']}", token).body
+    assert detail["clinical_question"] == "fall, wrist pain"
+
+    # A zip with no DICOM at all is an answer too (409), and a non-zip a clear 400.
+    for data, error in ((b"PK\x05\x06" + b"\0" * 18, "no_dicom"), (b"not a zip", "bad_zip")):
+        url = call(
+            embedded_hub,
+            "POST",
+            "/api/v1/uploads",
+            token,
+            json.dumps({"size": len(data), "content_type": "application/zip"}).encode(),
+            {"Content-Type": "application/json"},
+        )[2]["url"]
+        assert patch(embedded_hub, url, token, 0, data)[0] == 204
+        done = call(embedded_hub, "POST", url + "/complete", token)[2]
+        assert done["result"]["error"] == error, done
+        assert done["status"] == (409 if error == "no_dicom" else 400)

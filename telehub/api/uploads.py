@@ -1,10 +1,12 @@
 """Resumable uploads over HTTP, speaking tus 1.0 (core, creation, termination, expiration) so
-that a stock tus client (the clinic portal's tus-js-client, or ours) can drive it.
+that a stock tus client (or the clinic portal's own, web/js/upload.js) can drive it.
 
 ``POST /api/v1/uploads`` opens a session (JSON, or tus ``Upload-Length``/``Upload-Metadata``
-headers); ``PATCH`` (or ``PUT``) appends a chunk at ``Upload-Offset``; ``HEAD``/``GET`` tell the
-offset; ``POST .../complete`` returns the processing answer (idempotent). Bytes are fsynced
-before their offset is acknowledged; a chunk cut short by a dropped link keeps what arrived.
+headers) for a STOW-RS body or a zip of DICOM files; its metadata may carry the clinic's
+``priority`` and ``clinical_question`` for the case(s) it creates (telehub.upload_meta).
+``PATCH`` (or ``PUT``) appends a chunk at ``Upload-Offset``; ``HEAD``/``GET`` tell the offset;
+``POST .../complete`` returns the processing answer (idempotent). Bytes are fsynced before
+their offset is acknowledged; a chunk cut short by a dropped link keeps what arrived.
 """
 
 from __future__ import annotations

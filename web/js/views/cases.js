@@ -1,9 +1,13 @@
 // Cases: a clinic's own cases; a reader's centre's cases. Newest first, filtered by status.
+// Live: a case event on the hub's stream reloads the list (a slow poll covers a stream that is
+// down), so a clinic sees its case claimed and its report arrive without reloading.
 
 import { api, SessionEnded } from "/static/js/api.js";
-import { fill, h } from "/static/js/dom.js";
+import { fill, h, loadStyle } from "/static/js/dom.js";
 import { label, t } from "/static/js/i18n.js";
+import { subscribe } from "/static/js/live.js";
 import { addRoute } from "/static/js/router.js";
+import { slaCell, tickSla } from "/static/js/views/worklist.js";
 import {
   arrivedCell,
   caseLink,
@@ -17,10 +21,13 @@ import {
 } from "/static/js/ui.js";
 
 const CASES_LIMIT = 100;
+const FALLBACK_POLL_MS = 30_000;
+const LIVE_DEBOUNCE_MS = 300;
 export const STATUSES = ["receiving", "complete", "routed", "unroutable", "claimed", "preliminary", "final"];
 let casesFilter = "";
 
 function casesView(ctx) {
+  loadStyle("workspace"); // SLA countdown
   const { main, state, user } = ctx;
   state.lastList = "#/cases";
   const filter = h("select", { id: "cases-status" },
@@ -49,6 +56,7 @@ function casesView(ctx) {
     { title: t("col.modalities"), cell: modalities },
     { title: t("col.arrived"), cell: arrivedCell },
     { title: t("col.status"), cell: (c) => statusBadge(c.status) },
+    { title: t("workspace.sla"), cell: slaCell },
     {
       title: t("col.report"),
       cell: (c) => (c.status === "final"
@@ -57,7 +65,9 @@ function casesView(ctx) {
     },
   ];
 
+  let current = [];
   function show(cases) {
+    current = cases;
     fill(body,
       cases.length ? caseTable(t("cases.caption"), columns, cases) : h("p", { class: "empty" }, t("cases.empty")),
       cases.length >= CASES_LIMIT ? h("p", { class: "muted small" }, t("cases.limited", { n: CASES_LIMIT })) : null);
@@ -82,6 +92,20 @@ function casesView(ctx) {
   }
   if (state.cache.has(`cases:${casesFilter}`)) show(state.cache.get(`cases:${casesFilter}`));
   load();
+  let pending = null;
+  const unsubscribe = subscribe((type) => {
+    if (type !== "case" || pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      if (ctx.isCurrent()) load();
+    }, LIVE_DEBOUNCE_MS);
+  });
+  ctx.onLeave(() => {
+    unsubscribe();
+    if (pending) clearTimeout(pending);
+  });
+  ctx.every(FALLBACK_POLL_MS, () => { if (!document.hidden) load(); });
+  ctx.every(1000, () => tickSla(body, current));
 }
 
 addRoute({
