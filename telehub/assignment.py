@@ -409,6 +409,14 @@ def _push(
     return Assignment(case.id, chosen.id, f"pushed to {chosen.username}")
 
 
+def get_duty(db: Database, principal: Principal) -> dict[str, Any]:
+    """Whether the calling reader is on duty (the hub's state, whatever device set it)."""
+    _require_reader(principal, "be on duty")
+    with db.session() as session:
+        user = session.get_one(User, principal.user_id)
+        return {"username": user.username, "on_duty": user.on_duty, "centre_id": user.centre_id}
+
+
 def set_duty(db: Database, principal: Principal, on_duty: bool) -> dict[str, Any]:
     """A reader goes on or off duty (on: new cases of the centre may be pushed to them)."""
     _require_reader(principal, "go on duty")

@@ -26,12 +26,19 @@ def test_clinic_sends_reader_reports_live_and_clinic_downloads_the_pdf(
     r_ctx, reader, r_problems = open_page(browser, web_hub, "reader", lang="en", path="/#/worklist")
     c_ctx, clinic, c_problems = open_page(browser, web_hub, "clinic", lang="zh-CN", path="/#/new")
     try:
-        # The reader's worklist is open and listening; the duty switch answers.
+        # The reader's worklist is open and listening; the duty switch shows the hub's state
+        # (off), and a second device of the same reader sees the change made on the first.
         reader.wait_for_selector("#worklist-live[data-live=on]")
         reader.evaluate("window.__sameDocument = true")
+        reader.wait_for_selector("#duty-switch[aria-checked=false]")
         switch = reader.locator("#duty-switch")
         switch.click()
         reader.wait_for_selector("#duty-switch[aria-checked=true]")
+        d_ctx, device2, _ = open_page(browser, web_hub, "reader", lang="en", path="/#/worklist")
+        try:
+            device2.wait_for_selector("#duty-switch[aria-checked=true]")
+        finally:
+            d_ctx.close()
         switch.click()
         reader.wait_for_selector("#duty-switch[aria-checked=false]")
 

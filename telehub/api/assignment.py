@@ -82,6 +82,12 @@ async def assign(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
+@routes.get("/api/v1/readers/me/duty")
+async def get_duty(request: web.Request) -> web.Response:
+    data = await run(request, assignment.get_duty, services(request).db, principal(request))
+    return web.json_response(data)
+
+
 @routes.post("/api/v1/readers/me/duty")
 async def duty(request: web.Request) -> web.Response:
     body = await json_body(request)
@@ -147,6 +153,10 @@ OPENAPI_PATHS: dict[str, Any] = {
         }
     },
     "/api/v1/readers/me/duty": {
+        "get": {
+            "summary": "Whether the calling reader is on duty",
+            "responses": responses({"type": "object"}, 401, 403),
+        },
         "post": {
             "summary": "The calling reader goes on or off duty (push assignment)",
             "requestBody": json_request(

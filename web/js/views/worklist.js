@@ -35,7 +35,7 @@ addStrings({
     "workspace.duty": "On duty",
     "workspace.dutyOn": "On duty: new cases may be assigned to you.",
     "workspace.dutyOff": "Off duty: no cases are assigned to you.",
-    "workspace.dutyUnknown": "Duty not set in this session",
+    "workspace.dutyUnknown": "Checking duty state…",
     "workspace.critical": "Critical finding",
   },
   "zh-CN": {
@@ -51,7 +51,7 @@ addStrings({
     "workspace.duty": "值班",
     "workspace.dutyOn": "值班中：平台可向您分派新病例。",
     "workspace.dutyOff": "未值班：平台不会向您分派病例。",
-    "workspace.dutyUnknown": "本次登录尚未设置值班状态",
+    "workspace.dutyUnknown": "正在查询值班状态…",
     "workspace.critical": "危急值",
   },
 });
@@ -62,7 +62,6 @@ const LIVE_DEBOUNCE_MS = 300;
 // warn fraction (0.8 of the target elapsed) over its default targets.
 const NEAR_SHARE = 0.2;
 const SLA_TARGET_S = { stat: 30 * 60, urgent: 2 * 3600, routine: 24 * 3600 };
-const DUTY_KEY = "telehub.duty";
 
 /** The SLA countdown of a case: {cls, text}; red when breached, amber when near. */
 export function slaState(c, now = Date.now()) {
@@ -93,23 +92,8 @@ export function tickSla(container, cases) {
   }
 }
 
-function dutyStore(user) {
-  try {
-    const all = JSON.parse(localStorage.getItem(DUTY_KEY) || "{}");
-    return {
-      get: () => (user.username in all ? all[user.username] : null),
-      set: (value) => {
-        all[user.username] = value;
-        localStorage.setItem(DUTY_KEY, JSON.stringify(all));
-      },
-    };
-  } catch {
-    return { get: () => null, set: () => {} };
-  }
-}
-
+/** The duty switch shows the hub's state (GET), so every device of the reader agrees. */
 function dutySwitch(ctx) {
-  const store = dutyStore(ctx.user);
   const hint = h("span", { class: "muted small duty-hint", id: "duty-hint" });
   const button = h("button", { type: "button", role: "switch", id: "duty-switch", class: "duty-switch", "aria-describedby": "duty-hint" },
     h("span", { class: "duty-knob", "aria-hidden": "true" }), h("span", null, t("workspace.duty")));
@@ -122,7 +106,6 @@ function dutySwitch(ctx) {
     button.disabled = true;
     try {
       const answer = await api("POST", "/readers/me/duty", { on_duty: next });
-      store.set(answer.on_duty);
       show(answer.on_duty);
     } catch (err) {
       if (err instanceof SessionEnded) return;
@@ -131,7 +114,10 @@ function dutySwitch(ctx) {
       button.disabled = false;
     }
   });
-  show(store.get());
+  show(null);
+  api("GET", "/readers/me/duty")
+    .then((answer) => { if (ctx.isCurrent()) show(answer.on_duty); })
+    .catch(() => {}); // the switch stays "unknown"; clicking it sets the state
   return h("div", { class: "duty" }, button, hint);
 }
 
