@@ -12,6 +12,7 @@ from dicom.web import routes as dicomweb
 from telehub.api import (
     analytics,
     assignment,
+    audit,
     cases,
     consortium,
     consults,
@@ -69,6 +70,7 @@ def create_app(
         events,
         notifications,
         analytics,
+        audit,
         referrals,
         priors,
         ecg,

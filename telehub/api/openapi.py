@@ -162,7 +162,9 @@ SPEC: dict[str, Any] = {
         "/api/v1/uploads": {
             "post": {
                 "summary": "Open a resumable upload (tus 1.0 creation; JSON or Upload-Length and "
-                "Upload-Metadata headers) of a STOW-RS multipart/related body",
+                "Upload-Metadata headers) of a STOW-RS multipart/related body or a zip of DICOM "
+                "files (application/zip); metadata priority and clinical_question go to the "
+                "case(s) the upload creates",
                 "requestBody": {
                     "content": {
                         "application/json": {
@@ -173,7 +175,13 @@ SPEC: dict[str, Any] = {
                                     "size": {"type": "integer"},
                                     "content_type": {"type": "string"},
                                     "sha256": {"type": "string"},
-                                    "metadata": {"type": "object"},
+                                    "metadata": {
+                                        "type": "object",
+                                        "properties": {
+                                            "priority": {"enum": ["stat", "urgent", "routine"]},
+                                            "clinical_question": {"type": "string"},
+                                        },
+                                    },
                                 },
                             }
                         }
@@ -446,6 +454,7 @@ PATH_MODULES = (
     "telehub.api.reports",
     "telehub.api.notifications",
     "telehub.api.analytics",
+    "telehub.api.audit",
     "telehub.api.referrals",
     "telehub.api.priors",
     "telehub.api.consults",
