@@ -18,6 +18,8 @@ def test_sign_in_by_form_lands_on_role_home_and_assets_are_local(
         page.fill("#login-password", "wrong")
         page.click("button[type=submit]")
         page.wait_for_selector(".alert-error")
+        page.wait_for_timeout(300)
+        errors_before = len(problems.console_errors)  # the refused login logs its 401
         page.fill("#login-password", "demo")
         page.click("button[type=submit]")
         page.wait_for_selector("body[data-page=worklist]")
@@ -25,6 +27,8 @@ def test_sign_in_by_form_lands_on_role_home_and_assets_are_local(
         shot(page, "shell-reader-worklist-en")
         assert not problems.foreign, problems.foreign
         assert not problems.page_errors, problems.page_errors
+        page.wait_for_timeout(1000)  # the worklist's first load and the event stream
+        assert problems.console_errors[errors_before:] == [], problems.console_errors
     finally:
         context.close()
 
