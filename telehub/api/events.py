@@ -79,6 +79,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     hub = live.hub_for(services(request).db)
     listener = await hub.subscribe(principal(request), resume, remote(request))
     try:
+        if _gone(request):  # closed while we subscribed: nothing to prepare a stream on
+            return web.Response(status=499)
         async with sse_response(request, ping_interval=HEARTBEAT_SECONDS) as stream:
             who = principal(request)
             hello = {"user": who.username, "role": who.role, "resumed": resume is not None}
