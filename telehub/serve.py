@@ -151,6 +151,10 @@ def serve(settings: Settings, demo: bool = False) -> None:
     # One listening socket for all receiving processes (opened here, so a port in use fails
     # the start with a clear error instead of a restart loop).
     dicom_socket = listen(settings.dicom_host, settings.dicom_port)
+    # Nothing of ours is in flight yet: temporaries in the spool are a crashed run's leftovers.
+    from telehub.recovery import sweep_spool_temp
+
+    sweep_spool_temp(settings.spool, grace_seconds=0)
     children = [
         Supervisor(
             f"dicom-receiver-{i + 1}",

@@ -46,6 +46,15 @@ def configure(settings: Settings) -> Celery:
         # task is idempotent, so a late or doubled tick is harmless.
         "beat_schedule": {
             "sla-sweep": {"task": "telehub.sla_sweep", "schedule": settings.sla_check_seconds},
+            "recovery-sweep": {
+                "task": "telehub.recovery_sweep",
+                "schedule": max(1.0, settings.abandoned_study_seconds / 2),
+            },
+            # Lists the whole bucket: hourly by default (the grace), at most once a minute.
+            "orphan-sweep": {
+                "task": "telehub.orphan_sweep",
+                "schedule": max(60.0, settings.orphan_grace_seconds),
+            },
             "lease-sweep": {
                 "task": "telehub.expire_leases",
                 "schedule": min(settings.sla_check_seconds, settings.claim_lease_seconds / 4),

@@ -9,7 +9,7 @@ import threading
 
 from sqlalchemy.exc import OperationalError
 
-from telehub import ecgs, ingest, outbox, routing
+from telehub import ecgs, ingest, outbox, recovery, routing
 from telehub.services import Services
 from workers.app import app, settings
 
@@ -132,3 +132,21 @@ def dicomweb_metadata(study_uid: str, outbox_id: int | None = None) -> None:
     svc = services()
     built = metadata.ensure_study(svc.db, svc.store, study_uid, outbox_id)
     log.info("study %s: DICOMweb metadata built for %s series", study_uid, built)
+
+
+@app.task(name="telehub.recovery_sweep", autoretry_for=(OperationalError,), max_retries=3)
+def recovery_sweep() -> None:
+    """Complete studies whose receiver died before the transfer ended (idempotent)."""
+    svc = services()
+    for case_id in recovery.complete_abandoned_studies(
+        svc.db, svc.settings.abandoned_study_seconds
+    ):
+        log.info("case %s complete after its receiver went away", case_id)
+
+
+@app.task(name="telehub.orphan_sweep", autoretry_for=(OperationalError,), max_retries=3)
+def orphan_sweep() -> None:
+    """Remove objects no index row points at, and this worker's stale spool temporaries."""
+    svc = services()
+    recovery.sweep_orphans(svc.db, svc.store, svc.settings.orphan_grace_seconds)
+    recovery.sweep_spool_temp(svc.settings.spool, svc.settings.orphan_grace_seconds)

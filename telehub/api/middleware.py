@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from sqlalchemy.exc import OperationalError
 
 from telehub import auth
 from telehub.api.common import PRINCIPAL_KEY, Handler, run, services
@@ -33,6 +35,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = exc.reason.lower().replace(" ", "_")
         return error_json(exc.status, code, exc.reason)
+    except BadHttpMessage as exc:  # a malformed body part read by the handler (multipart)
+        return error_json(400, "bad_request", f"malformed request body: {exc.message}")
+    except OperationalError as exc:  # database down or restarting: say so, and that it passes
+        log.warning("database unavailable in %s %s: %s", request.method, request.path, exc)
+        response = error_json(503, "database_unavailable", "the database is not reachable; retry")
+        response.headers["Retry-After"] = "5"
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_json(500, "internal_error", "internal error; the hub has logged it")
