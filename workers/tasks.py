@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from telehub import ecgs, ingest, outbox, recovery, routing
 from telehub.services import Services
@@ -119,7 +119,9 @@ def ecg_from_dicom(case_id: int, outbox_id: int | None = None) -> None:
 
 @app.task(
     name="telehub.dicomweb_metadata",
-    autoretry_for=(OperationalError,),
+    # IntegrityError: another worker built the same series at the same moment; the retry
+    # finds it up to date and skips it.
+    autoretry_for=(OperationalError, IntegrityError),
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=None,
