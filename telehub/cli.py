@@ -115,6 +115,7 @@ def worker(
 
     settings = _settings(config_file)
     _logging(settings)
+    settings.data.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
     # Background work (analysis, metadata) yields the CPU to ingest on a shared machine.
     os.nice(10)
     app = configure(settings)
@@ -178,6 +179,46 @@ def migrate(config_file: str | None) -> None:
     settings.data.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     click.echo(f"database at revision {upgrade(db)}")
+
+
+@main.command()
+@_config_option
+@click.option("--grace-seconds", type=float, help="Orphan age to remove (default: the setting).")
+@click.option("--quiet-seconds", type=float, help="Abandoned-study quiet (default: the setting).")
+def recover(
+    config_file: str | None, grace_seconds: float | None, quiet_seconds: float | None
+) -> None:
+    """Finish what crashed processes left: complete abandoned studies, remove orphaned objects
+    and this data folder's stale spool temporaries (the worker's beat does this periodically)."""
+    import json
+
+    from telehub import recovery
+    from telehub.services import Services
+
+    settings = _settings(config_file)
+    _logging(settings)
+    svc = Services.from_settings(settings)
+    try:
+        quiet = settings.abandoned_study_seconds if quiet_seconds is None else quiet_seconds
+        grace = settings.orphan_grace_seconds if grace_seconds is None else grace_seconds
+        cases = recovery.complete_abandoned_studies(svc.db, quiet) if quiet > 0 else []
+        swept = recovery.sweep_orphans(svc.db, svc.store, grace)
+        temp = recovery.sweep_spool_temp(settings.spool, grace)
+        if svc.mover is not None:
+            svc.mover.move_all()  # what this folder still spools goes out before we stop
+    finally:
+        svc.close()
+    click.echo(
+        json.dumps(
+            {
+                "completed_cases": len(cases),
+                "objects_checked": swept.checked,
+                "orphans": swept.orphans,
+                "orphans_removed": swept.removed,
+                "spool_temp_removed": temp,
+            }
+        )
+    )
 
 
 @main.command()
@@ -372,3 +413,38 @@ def consortium_export(config_file: str | None, output: TextIO, with_password_has
     finally:
         db.dispose()
     output.write(definitions.to_toml(data))
+
+
+# ----- backup and restore (embedded default; docs/operations.md) ----------------------------
+@main.command("backup")
+@_config_option
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def backup_command(config_file: str | None, dest: Path) -> None:
+    """Back up SQLite, objects and spool into DEST while the hub runs."""
+    import json
+    from dataclasses import asdict
+
+    from telehub.backup import BackupError, backup
+
+    try:
+        manifest = backup(_settings(config_file), dest)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(asdict(manifest)))
+
+
+@main.command("restore")
+@_config_option
+@click.argument("src", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def restore_command(config_file: str | None, src: Path) -> None:
+    """Restore a backup into a new data folder (then start the hub on it)."""
+    import json
+    from dataclasses import asdict
+
+    from telehub.backup import BackupError, restore
+
+    try:
+        manifest = restore(src, _settings(config_file))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(asdict(manifest)))

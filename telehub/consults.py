@@ -117,7 +117,7 @@ def create(
 ) -> dict[str, Any]:
     """A consult on a case the caller may see, with its invitees (usernames or a centre)."""
     kind = body.get("kind", ConsultKind.ADHOC.value)
-    if kind not in {k.value for k in ConsultKind}:
+    if not isinstance(kind, str) or kind not in {k.value for k in ConsultKind}:
         raise Invalid("kind must be 'adhoc' or 'scheduled'", "bad_kind")
     scheduled_at = None
     if kind == ConsultKind.SCHEDULED.value:

@@ -78,7 +78,7 @@ def parse_booking(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise Invalid('booking must be an object {"kind", "at", "ref"}', "bad_booking")
     kind, at, ref = raw.get("kind"), raw.get("at"), raw.get("ref", "")
-    if kind not in {k.value for k in BookingKind}:
+    if not isinstance(kind, str) or kind not in {k.value for k in BookingKind}:
         raise Invalid("booking kind must be appointment, exam or bed", "bad_booking")
     try:
         when = datetime.fromisoformat(at) if isinstance(at, str) else None

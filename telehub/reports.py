@@ -99,7 +99,7 @@ def write_report(
     """Add a preliminary, final or addendum version; returns it."""
     if principal.role != Role.READER.value:
         raise Forbidden("only readers write reports", "not_a_reader")
-    if status not in {s.value for s in ReportStatus}:
+    if not isinstance(status, str) or status not in {s.value for s in ReportStatus}:
         raise Invalid("status must be preliminary, final or addendum", "invalid_status")
     with db.session() as session:
         case = _load_case(session, principal, case_id, lock=True)

@@ -322,7 +322,7 @@ def _validated(session: Session, body: dict[str, Any], creating: bool) -> dict[s
             raise Invalid("name must be 1 to 100 characters", "bad_webhook")
         out["name"] = name.strip()
     if "kind" in body:
-        if body["kind"] not in {k.value for k in WebhookKind}:
+        if not isinstance(body["kind"], str) or body["kind"] not in {k.value for k in WebhookKind}:
             raise Invalid("kind must be json, wecom or dingtalk", "bad_webhook")
         out["kind"] = body["kind"]
     if "url" in body:

@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from aiohttp import web
 
 from telehub.auth import Principal
-from telehub.errors import Invalid
+from telehub.errors import Invalid, NotFound
 from telehub.services import Services
 
 P = ParamSpec("P")
@@ -107,6 +107,6 @@ def path_id(request: web.Request, name: str = "id") -> int:
         value = int(request.match_info[name])
     except ValueError as exc:
         raise Invalid(f"{name} must be an integer", "bad_parameter") from exc
-    if not -(2**63) <= value < 2**63:  # beyond a database integer: cannot exist
-        raise Invalid(f"{name} is out of range", "bad_parameter")
+    if not -(2**63) <= value < 2**63:  # beyond a database integer: no such row
+        raise NotFound(f"no {name} {value}", "not_found")
     return value

@@ -27,7 +27,10 @@ async def _receive_parts(
     """Stream the multipart body to ``folder`` (never all in memory), enforcing ``limit``."""
     if not request.content_type.startswith("multipart/"):
         raise Invalid("expected multipart/form-data with the ECG file(s)", "not_multipart")
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:  # e.g. no boundary in the Content-Type
+        raise Invalid(f"malformed multipart body: {exc}", "bad_multipart") from exc
     files: dict[str, Path] = {}
     fields: dict[str, str] = {}
     total = 0
