@@ -4,6 +4,7 @@ import { start } from "/static/js/app.js";
 import "/static/js/views/worklist.js";
 import "/static/js/views/cases.js";
 import "/static/js/views/case.js";
+import "/static/js/views/priors_panel.js";
 import "/static/js/views/portal.js";
 import "/static/js/viewers/case_panels.js";
 import "/static/js/views/consult.js";

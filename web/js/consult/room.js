@@ -1,99 +1,51 @@
-// The consult room: own camera and microphone, the others' video from the hub's media slots,
-// participants and waiting room, consent and the recording indicator, the shared view, leave
-// and end, and reconnecting after a dropped socket (docs/consults.md).
+// The consult room: joins over the signaling socket, keeps our camera and microphone and the
+// media peer with the hub, the shared view, leaving and ending, and reconnecting after a dropped
+// socket (docs/consults.md). The room's state and the hub's messages about it are in
+// room_state.js; the page is drawn by room_view.js.
 
 import { api, SessionEnded } from "/static/js/api.js";
-import { fill, h } from "/static/js/dom.js";
-import { formatPersonName, t } from "/static/js/i18n.js";
-import { errorBox } from "/static/js/ui.js";
 import { HubPeer, localMedia, QualityGovernor, stopStream } from "/static/js/consult/media.js";
+import {
+  applyMessage,
+  closeReason,
+  isTransientError,
+  materialKey,
+  materials,
+  newRoomState,
+  others,
+} from "/static/js/consult/room_state.js";
+import { roomView } from "/static/js/consult/room_view.js";
 import { protocolState, SharedView } from "/static/js/consult/shared_view.js";
 import { Signaling } from "/static/js/consult/signaling.js";
+import { t } from "/static/js/i18n.js";
 import "/static/js/consult/strings.js";
 
-// "auto" is opt-in: the browser's bandwidth estimate starts low and ramps up, and the
-// estimate is of our uplink, so it only hints at what we can take in.
-const QUALITIES = ["high", "medium", "low", "auto"];
+export { materials };
+
 const STATS_EVERY_MS = 5000;
 const STATS_WARMUP_MS = 15_000;
-
-function button(id, text, onclick, cls = "btn btn-secondary") {
-  return h("button", { type: "button", id, class: cls, onclick }, text);
-}
-
-function personName(p) {
-  return p.display_name ? formatPersonName(p.display_name) : p.username;
-}
-
-/** What the case offers to present: each series of each study, each ECG. */
-export function materials(caseBrief) {
-  const out = [];
-  for (const study of (caseBrief && caseBrief.studies) || []) {
-    for (const se of study.series || []) {
-      out.push({
-        key: `dicom:${se.series_instance_uid}`,
-        text: `${study.description ? `${study.description} · ` : ""}${t("consult.series", { modality: se.modality || "?", n: se.instance_count })}`,
-        state: { mode: "dicom", study_uid: study.study_instance_uid, series_uid: se.series_instance_uid },
-      });
-    }
-  }
-  for (const ecg of (caseBrief && caseBrief.ecgs) || []) {
-    out.push({ key: `ecg:${ecg.id}`, text: t("consult.ecg", { id: ecg.id }), state: { mode: "ecg", ecg_id: ecg.id } });
-  }
-  return out;
-}
 
 /**
  * mountRoom(container, {consult, user, token?}) -> {destroy(), leave()}. `consult` is
  * GET /api/v1/consults/{id}; a `token` (a join link) is used instead of asking for one.
  */
 export function mountRoom(container, { consult, user, token: givenToken }) {
-  const room = {
-    me: null, // participant id
-    role: null,
-    waiting: true,
-    participants: new Map(), // id -> participant (describe())
-    waitingRoom: new Map(),
-    presenter: null,
-    consents: {},
-    recording: false,
-    stream: null,
-    audioOnly: false,
-    peer: null,
-    remote: new Map(), // participant id -> {audio, video}
-    micOn: true,
-    camOn: true,
-    screen: null,
-    finished: false,
-    signaling: null,
-    syncState: null,
-    awaiting: [], // peers whose offer the hub has not answered yet, oldest first
-    consentAsked: false, // someone agreed to record and we have not answered yet
-  };
-
-  // ----- layout
-  const status = h("div", { id: "consult-status", class: "consult-status", role: "status", "aria-live": "polite" });
-  const alerts = h("div", { id: "consult-alerts", "aria-live": "polite" });
-  const recordingBadge = h("span", { id: "consult-recording", class: "consult-rec", "data-recording": "false" },
-    h("span", { class: "rec-dot", "aria-hidden": "true" }), h("span", { class: "rec-text" }, t("consult.notRecording")));
-  const localVideo = h("video", { autoplay: true, playsinline: true, muted: true });
-  localVideo.muted = true;
-  const localNoVideo = h("span", { class: "no-video" }, t("consult.noVideo"));
-  const localTile = h("figure", { id: "consult-local", class: "consult-tile local" }, localVideo, localNoVideo,
-    h("figcaption", null, t("consult.me")));
-  const tiles = h("div", { id: "consult-remotes", class: "consult-remotes" });
-  const viewArea = h("section", { id: "consult-share", class: "card consult-share", hidden: true });
-  const shared = new SharedView(viewArea, { onChange: (state) => sendSync(state) });
-  const shareInfo = h("p", { id: "consult-share-info", class: "muted small" }, t("consult.nothingShared"));
-  const videos = h("div", { class: "consult-videos" }, tiles, localTile);
-  const stage = h("div", { class: "consult-stage" }, viewArea, videos);
-
-  const micButton = button("consult-mic", t("consult.micOn"), () => toggleMic());
-  const camButton = button("consult-camera", t("consult.camOn"), () => toggleCamera());
-  const audioButton = button("consult-audio-only", t("consult.audioOnly"), () => switchAudioOnly(!room.audioOnly));
-  const screenButton = button("consult-screen", t("consult.screen"), () => toggleScreen());
-  const quality = h("select", { id: "consult-quality" },
-    QUALITIES.map((q) => h("option", { value: q }, t(`consult.quality.${q}`))));
+  const room = newRoomState();
+  const options = materials(consult.case);
+  const view = roomView(consult, options, {
+    toggleMic: () => toggleMic(),
+    toggleCamera: () => toggleCamera(),
+    toggleAudioOnly: () => switchAudioOnly(!room.audioOnly),
+    toggleScreen: () => toggleScreen(),
+    leave: () => leave(),
+    end: () => endConsult(),
+    consent: (given) => send({ type: "consent", given }),
+    admit: (participantId) => send({ type: "admit", participant_id: participantId }),
+    present: () => present(),
+    closeView: () => closeView(),
+  });
+  const shared = new SharedView(view.viewArea, { onChange: (state) => sendSync(state) });
+  const { quality } = view;
   const governor = new QualityGovernor();
   quality.addEventListener("change", () => {
     governor.level = "high";
@@ -112,47 +64,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
       // stats are advisory
     }
   }, STATS_EVERY_MS);
-  const leaveButton = button("consult-leave", t("consult.leave"), () => leave(), "btn btn-secondary");
-  const endButton = button("consult-end", t("consult.end"), () => endConsult(), "btn btn-danger");
-  endButton.hidden = true;
-  const controls = h("div", { class: "consult-controls", role: "toolbar", "aria-label": t("consult.title", { id: consult.id }) },
-    micButton, camButton, audioButton, screenButton,
-    h("label", { class: "inline-label", for: "consult-quality" }, t("consult.quality")), quality,
-    h("span", { class: "spacer" }), leaveButton, endButton);
-
-  const people = h("ul", { id: "consult-participants", class: "consult-people" });
-  const waitingList = h("ul", { id: "consult-waiting", class: "consult-people" });
-  const waitingCard = h("section", { class: "card", id: "consult-waiting-card", hidden: true },
-    h("h2", null, t("consult.waitingRoom")), waitingList);
-  const consentText = h("p", { class: "small" }, t("consult.consentAsk"));
-  const consentGive = button("consult-consent-give", t("consult.consentGive"), () => send({ type: "consent", given: true }), "btn btn-primary");
-  const consentNo = button("consult-consent-no", t("consult.consentDecline"), () => send({ type: "consent", given: false }));
-  const consentCard = h("section", { class: "card consult-consent", id: "consult-consent" },
-    h("h2", null, t("consult.consentTitle")), consentText, h("div", { class: "actions" }, consentGive, consentNo));
-  const options = materials(consult.case);
-  const presentSelect = h("select", { id: "consult-present-select" },
-    options.map((m) => h("option", { value: m.key }, m.text)));
-  const presentButton = button("consult-present", t("consult.present"), () => present(), "btn btn-primary");
-  const closeViewButton = button("consult-close-view", t("consult.stopPresent"), () => closeView());
-  closeViewButton.hidden = true;
-  const shareCard = h("section", { class: "card", id: "consult-share-card" }, h("h2", null, t("consult.share")), shareInfo,
-    options.length
-      ? [h("label", { for: "consult-present-select" }, t("consult.presentWhat")), presentSelect,
-        h("div", { class: "actions" }, presentButton, closeViewButton)]
-      : h("p", { class: "muted small" }, t("consult.noMaterial")));
-  const side = h("div", { class: "consult-side" },
-    waitingCard,
-    h("section", { class: "card" }, h("h2", null, t("consult.participants")), people),
-    consentCard, shareCard);
-
-  const waitingPanel = h("section", { id: "consult-waiting-notice", class: "card consult-wait", hidden: true },
-    h("div", { class: "spinner", "aria-hidden": "true" }),
-    h("h2", null, t("consult.waitingHost")), h("p", { class: "muted" }, t("consult.waitingHint")));
-  const call = h("div", { class: "consult-call", hidden: true },
-    h("div", { class: "consult-main" }, stage, controls), side);
-  const body = h("div", { class: "consult-room", "data-consult": consult.id },
-    h("div", { class: "consult-bar" }, status, recordingBadge), alerts, waitingPanel, call);
-  container.replaceChildren(body);
+  container.replaceChildren(view.body);
   container.telehubConsult = {
     room,
     shared,
@@ -166,19 +78,11 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
     },
   };
 
-  // ----- status and errors
-  function setStatus(key, kind = "info") {
-    status.dataset.state = key;
-    status.className = `consult-status consult-status-${kind}`;
-    status.textContent = t(`consult.${key}`);
-  }
-
-  function transient(message) {
-    const box = h("div", { class: "alert alert-warn", role: "status" },
-      h("p", null, t("consult.error.transient", { msg: message.message || message.code })));
-    alerts.append(box);
-    setTimeout(() => box.remove(), 8000);
-  }
+  const renderAll = () => view.renderAll(room, shared);
+  const renderPeople = () => view.renderPeople(room);
+  const renderConsent = () => view.renderConsent(room);
+  const renderControls = () => view.renderControls(room);
+  const renderShare = () => view.renderShare(room, shared);
 
   function finish(kind, error) {
     if (room.finished) return;
@@ -186,141 +90,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
     clearInterval(statsTimer);
     teardownMedia();
     shared.destroy();
-    const back = h("a", { class: "btn btn-secondary", href: `#/cases/${consult.case_id}` }, t("consult.backToCase"));
-    let node;
-    if (kind === "left") {
-      const again = h("button", { type: "button", class: "btn btn-primary", id: "consult-rejoin", onclick: () => window.dispatchEvent(new HashChangeEvent("hashchange")) }, t("consult.rejoin"));
-      node = h("div", { class: "alert alert-info", role: "status", id: "consult-finished", "data-reason": "left" },
-        h("p", null, t("consult.left")), h("div", { class: "actions" }, again, back));
-    } else if (kind === "ended") {
-      node = h("div", { class: "alert alert-info", role: "status", id: "consult-finished", "data-reason": "ended" },
-        h("p", null, t("consult.endedMsg")), h("div", { class: "actions" }, back));
-    } else {
-      const code = (error && error.code) || "connection_lost";
-      const key = `consult.err.${code}`;
-      const text = t(key) === key ? (error && error.message) || code : t(key);
-      node = h("div", { class: "alert alert-error", role: "alert", id: "consult-error", "data-code": code },
-        h("strong", null, t("consult.error.title")), h("p", null, text), h("div", { class: "actions" }, back));
-    }
-    fill(body, node);
-  }
-
-  // ----- rendering of people, tiles, consent, recording
-  function renderPeople() {
-    fill(people, [...room.participants.values()].map((p) => {
-      const consent = room.consents[String(p.participant_id)];
-      const consentKey = consent === true ? "yes" : consent === false ? "no" : "none";
-      return h("li", {
-        "data-participant": p.participant_id,
-        "data-connected": String(p.connected !== false),
-        "data-consent": consentKey,
-      },
-      h("span", { class: `dot ${p.connected !== false ? "on" : "away"}`, "aria-hidden": "true" }),
-      h("span", { class: "who" }, h("strong", null, personName(p)),
-        p.participant_id === room.me ? h("span", { class: "muted" }, ` (${t("consult.you")})`) : null,
-        h("span", { class: "muted small block" },
-          p.role === "host" ? t("consult.host") : t("consult.guest"), " · ",
-          t(p.connected !== false ? "consult.state.in" : "consult.state.away"), " · ",
-          t("consult.consentTitle"), ": ", t(`consult.consent.${consentKey}`))),
-      room.presenter === p.participant_id ? h("span", { class: "badge presenting" }, t("consult.presenting")) : null);
-    }));
-  }
-
-  function renderWaiting() {
-    const host = room.role === "host";
-    waitingCard.hidden = !host;
-    endButton.hidden = !host;
-    const waiting = [...room.waitingRoom.values()];
-    fill(waitingList, waiting.length
-      ? waiting.map((p) => h("li", { "data-participant": p.participant_id },
-        h("span", { class: "who" }, h("strong", null, personName(p))),
-        h("button", { type: "button", class: "btn btn-primary", "data-action": "admit",
-          onclick: () => send({ type: "admit", participant_id: p.participant_id }) }, t("consult.admit"))))
-      : h("li", { class: "muted small" }, t("consult.waitingNone")));
-    waitingCard.classList.toggle("attention", waiting.length > 0);
-  }
-
-  function renderConsent() {
-    const mine = room.consents[String(room.me)];
-    const asked = room.consentAsked && mine !== true && mine !== false;
-    consentText.textContent = t(asked && mine !== true ? "consult.consentAsked" : "consult.consentAsk");
-    consentCard.classList.toggle("attention", asked);
-    consentGive.textContent = t("consult.consentGive");
-    consentGive.hidden = mine === true;
-    consentNo.textContent = t(mine === true ? "consult.consentWithdraw" : "consult.consentDecline");
-    consentNo.hidden = mine === false;
-    recordingBadge.dataset.recording = String(room.recording);
-    recordingBadge.classList.toggle("on", room.recording);
-    recordingBadge.querySelector(".rec-text").textContent = t(room.recording ? "consult.recording" : "consult.notRecording");
-  }
-
-  function renderTiles() {
-    const ids = [...room.participants.keys()].filter((id) => id !== room.me);
-    for (const tile of [...tiles.children]) {
-      if (!ids.includes(Number(tile.dataset.participant))) tile.remove();
-    }
-    for (const id of ids) {
-      const p = room.participants.get(id);
-      let tile = tiles.querySelector(`[data-participant="${id}"]`);
-      if (!tile) {
-        const video = h("video", { autoplay: true, playsinline: true });
-        tile = h("figure", { class: "consult-tile", "data-participant": id }, video,
-          h("span", { class: "no-video" }, t("consult.noVideo")), h("figcaption"));
-        tiles.append(tile);
-      }
-      tile.querySelector("figcaption").textContent = personName(p);
-      const tracks = room.remote.get(id) || {};
-      const video = tile.querySelector("video");
-      const wanted = [tracks.video, tracks.audio].filter(Boolean);
-      const current = video.srcObject ? video.srcObject.getTracks() : [];
-      if (wanted.length !== current.length || wanted.some((tr) => !current.includes(tr))) {
-        video.srcObject = wanted.length ? new MediaStream(wanted) : null;
-        if (wanted.length) video.play().catch(() => {});
-      }
-      tile.dataset.video = String(Boolean(tracks.video));
-    }
-    tiles.dataset.count = String(ids.length);
-  }
-
-  function renderControls() {
-    const audio = room.stream ? room.stream.getAudioTracks()[0] : null;
-    const video = room.stream ? room.stream.getVideoTracks()[0] : null;
-    micButton.disabled = !audio;
-    micButton.textContent = t(room.micOn ? "consult.micOn" : "consult.micOff");
-    micButton.setAttribute("aria-pressed", String(!room.micOn));
-    camButton.disabled = !video || room.audioOnly;
-    camButton.textContent = t(room.camOn ? "consult.camOn" : "consult.camOff");
-    camButton.setAttribute("aria-pressed", String(!room.camOn));
-    audioButton.textContent = t(room.audioOnly ? "consult.audioOnlyOff" : "consult.audioOnly");
-    audioButton.setAttribute("aria-pressed", String(room.audioOnly));
-    screenButton.hidden = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
-    screenButton.disabled = room.audioOnly || !room.peer;
-    screenButton.textContent = t(room.screen ? "consult.screenStop" : "consult.screen");
-    screenButton.setAttribute("aria-pressed", String(Boolean(room.screen)));
-    localTile.classList.toggle("screen", Boolean(room.screen));
-    localTile.dataset.video = String(Boolean(video) && !room.audioOnly && room.camOn);
-    localNoVideo.textContent = t(room.audioOnly ? "consult.audioOnly" : "consult.noVideo");
-  }
-
-  function renderShare() {
-    const presenter = room.presenter !== null ? room.participants.get(room.presenter) : null;
-    const mine = room.presenter === room.me && room.me !== null;
-    shareInfo.textContent = mine
-      ? t("consult.youPresent")
-      : presenter ? t("consult.presenterIs", { name: personName(presenter) }) : t("consult.nothingShared");
-    presentButton.textContent = t(mine || room.presenter === null ? "consult.present" : "consult.takeOver");
-    closeViewButton.hidden = !shared.mounted;
-    viewArea.hidden = !shared.mounted;
-    stage.classList.toggle("sharing", shared.mounted);
-  }
-
-  function renderAll() {
-    renderPeople();
-    renderWaiting();
-    renderConsent();
-    renderTiles();
-    renderControls();
-    renderShare();
+    view.showFinished(kind, error);
   }
 
   // ----- signaling
@@ -329,21 +99,9 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
     return true;
   }
 
-  function catchUp(msg) {
-    room.participants = new Map((msg.participants || []).map((p) => [p.participant_id, p]));
-    room.waitingRoom = new Map((msg.waiting_room || []).map((p) => [p.participant_id, p]));
-    room.presenter = msg.presenter ?? null;
-    room.consents = msg.consents || {};
-    room.recording = Boolean(msg.recording);
-    if (msg.sync) applySync(msg.sync);
-  }
-
   function enterCall() {
     room.waiting = false;
-    videos.append(localTile);
-    recordingBadge.hidden = false;
-    waitingPanel.hidden = true;
-    call.hidden = false;
+    view.showCall();
     const peer = room.peer;
     // no peer yet, its offer never left, it failed, or its answer was lost with the socket
     if (!peer || !peer.offered || ["failed", "closed"].includes(peer.state) || !peer.pc.remoteDescription) {
@@ -357,63 +115,44 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
   function checkSlotsAfterResume() {
     if (!room.peer || !room.peer.offered) return;
     const have = room.peer.tracksByParticipant();
-    if ([...room.participants.keys()].some((id) => id !== room.me && !have.has(id))) startPeer();
+    if (others(room).some((id) => !have.has(id))) startPeer();
   }
 
   function onMessage(msg) {
     if (room.finished) return;
+    const hadPeer = Boolean(room.peer && room.peer.offered);
+    applyMessage(room, msg);
     switch (msg.type) {
       case "welcome":
-        room.me = msg.participant_id;
-        room.role = msg.role;
-        room.iceServers = msg.ice_servers || [];
-        catchUp(msg);
+        if (msg.sync) applySync(msg.sync);
         if (msg.waiting) {
-          room.waiting = true;
-          waitingPanel.append(localTile); // a camera check while waiting
-          recordingBadge.hidden = true;
-          waitingPanel.hidden = false;
-          call.hidden = true;
+          view.showWaiting(); // a camera check while waiting
         } else {
-          const hadPeer = Boolean(room.peer && room.peer.offered);
           enterCall();
           if (msg.resumed && hadPeer) checkSlotsAfterResume();
         }
         break;
       case "admitted":
-        catchUp(msg);
+        if (msg.sync) applySync(msg.sync);
         enterCall();
         break;
       case "waiting":
-        room.waitingRoom.set(msg.participant.participant_id, msg.participant);
-        renderWaiting();
+        view.renderWaiting(room);
         break;
       case "participant_joined":
-        room.waitingRoom.delete(msg.participant.participant_id);
-        room.participants.set(msg.participant.participant_id, msg.participant);
-        renderAll();
-        break;
       case "participant_left":
-        room.waitingRoom.delete(msg.participant_id);
-        room.participants.delete(msg.participant_id);
-        room.remote.delete(msg.participant_id);
-        delete room.consents[String(msg.participant_id)];
         renderAll();
         break;
       case "presenter":
-        room.presenter = msg.participant_id;
         // the new presenter's viewer becomes editable; everyone else's read-only
         if (shared.mounted && room.syncState) shared.show(room.syncState, { readOnly: room.presenter !== room.me }).then(renderShare);
         renderPeople();
         renderShare();
         break;
       case "consent_requested":
-        room.consentAsked = true;
         renderConsent();
         break;
       case "consent_state":
-        room.consents = msg.consents || {};
-        room.recording = Boolean(msg.recording);
         renderPeople();
         renderConsent();
         break;
@@ -439,8 +178,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
         finish("ended");
         break;
       case "error":
-        if (!["invalid_token", "token_expired", "token_other_consult", "consult_not_found", "consult_ended",
-          "too_many_participants", "replaced"].includes(msg.code)) transient(msg);
+        if (isTransientError(msg)) view.transient(msg);
         break;
       default:
         break;
@@ -449,18 +187,17 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
 
   function onStatus(state, detail) {
     if (room.finished) return;
-    if (state === "open") setStatus("connected", "ok");
-    else if (state === "connecting") setStatus("connecting");
+    if (state === "open") view.setStatus("connected", "ok");
+    else if (state === "connecting") view.setStatus("connecting");
     else if (state === "reconnecting") {
-      setStatus("reconnecting", "warn");
+      view.setStatus("reconnecting", "warn");
       // our own entry shows as away while the seat is held
       const me = room.participants.get(room.me);
       if (me) me.connected = false;
       renderPeople();
     } else if (state === "closed") {
-      if (detail.code === 4010 || (detail.error && detail.error.code === "consult_ended")) finish("ended");
-      else if (detail.code === 4000) finish("left");
-      else finish("error", detail.error);
+      const reason = closeReason(detail);
+      finish(reason, reason === "error" ? detail.error : undefined);
     }
   }
 
@@ -471,15 +208,13 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
       room.stream = got.stream;
       if (got.audioOnly && !room.audioOnly) {
         room.audioOnly = true;
-        alerts.append(h("div", { class: "alert alert-warn", role: "status", id: "consult-audio-fallback" },
-          h("p", null, t("consult.audioOnlyAuto", { reason: got.videoError ? got.videoError.name : "?" }))));
+        view.warn("consult-audio-fallback", t("consult.audioOnlyAuto", { reason: got.videoError ? got.videoError.name : "?" }));
       }
     } catch (err) {
       room.stream = new MediaStream();
-      alerts.append(h("div", { class: "alert alert-warn", role: "status", id: "consult-no-media" },
-        h("p", null, t("consult.noMedia", { reason: err.name || err.code || String(err) }))));
+      view.warn("consult-no-media", t("consult.noMedia", { reason: err.name || err.code || String(err) }));
     }
-    localVideo.srcObject = room.stream;
+    view.setLocalSource(room.stream);
     applyTrackSwitches();
   }
 
@@ -502,13 +237,13 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
       onSlots: (byParticipant) => {
         if (peer !== room.peer) return;
         room.remote = byParticipant;
-        renderTiles();
+        view.renderTiles(room);
       },
       onState: (state) => {
         if (peer !== room.peer || room.finished) return;
-        call.dataset.media = state;
+        view.setMediaState(state);
         if (state === "failed") {
-          transient({ message: t("consult.mediaFailed") });
+          view.transient({ message: t("consult.mediaFailed") });
           setTimeout(() => { if (peer === room.peer && !room.finished && room.signaling.open) startPeer(); }, 1000);
         }
       },
@@ -519,7 +254,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
       .then((sent) => {
         if (sent) room.awaiting.push(peer);
       })
-      .catch((err) => transient({ code: "offer", message: String(err) }));
+      .catch((err) => view.transient({ code: "offer", message: String(err) }));
     renderControls();
   }
 
@@ -530,7 +265,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
     stopStream(room.screen);
     room.stream = null;
     room.screen = null;
-    localVideo.srcObject = null;
+    view.setLocalSource(null);
   }
 
   function toggleMic() {
@@ -547,17 +282,14 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
 
   /** Audio only: offer again without video (the hub replaces our peer; no video slots). */
   async function switchAudioOnly(on) {
-    audioButton.disabled = true;
+    view.audioButton.disabled = true;
     stopStream(room.screen);
     room.screen = null;
     stopStream(room.stream);
     room.audioOnly = on;
-    if (!on) {
-      const fallback = alerts.querySelector("#consult-audio-fallback");
-      if (fallback) fallback.remove();
-    }
+    if (!on) view.unwarn("consult-audio-fallback");
     await startLocal();
-    audioButton.disabled = false;
+    view.audioButton.disabled = false;
     if (!room.waiting && !room.finished) startPeer();
     renderAll();
   }
@@ -568,7 +300,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
       stopStream(room.screen);
       room.screen = null;
       if (room.peer) room.peer.replaceVideo(room.stream.getVideoTracks()[0] || null);
-      localVideo.srcObject = room.stream;
+      view.setLocalSource(room.stream);
       renderControls();
       return;
     }
@@ -578,9 +310,9 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
       const track = display.getVideoTracks()[0];
       track.addEventListener("ended", () => { if (room.screen === display) toggleScreen(); });
       if (room.peer) room.peer.replaceVideo(track);
-      localVideo.srcObject = display;
+      view.setLocalSource(display);
     } catch (err) {
-      if (err && err.name !== "NotAllowedError") transient({ message: String(err) });
+      if (err && err.name !== "NotAllowedError") view.transient({ message: String(err) });
     }
     renderControls();
   }
@@ -591,14 +323,10 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
     return found ? found.state : null;
   }
 
-  function materialKey(state) {
-    return state.mode === "dicom" ? `dicom:${state.series_uid}` : `ecg:${state.ecg_id}`;
-  }
-
   async function present() {
     // taking over the material on screen keeps its position; another one starts fresh
-    const current = room.syncState && materialKey(room.syncState) === presentSelect.value && shared.mounted;
-    const state = current ? room.syncState : materialState(presentSelect.value);
+    const current = room.syncState && materialKey(room.syncState) === view.selectedMaterial() && shared.mounted;
+    const state = current ? room.syncState : materialState(view.selectedMaterial());
     if (!state) return;
     if (room.presenter !== room.me) send({ type: "present" });
     room.presenter = room.me;
@@ -620,7 +348,7 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
   function applySync(state) {
     if (!state) return;
     room.syncState = state;
-    if (options.some((m) => m.key === materialKey(state))) presentSelect.value = materialKey(state);
+    view.selectMaterial(materialKey(state));
     const mine = room.presenter === room.me;
     // our own view coming back (resume, re-render): no marker for our own old pointer
     shared.show(mine ? { ...state, pointer: null } : state, { readOnly: !mine }).then(renderShare);
@@ -639,20 +367,20 @@ export function mountRoom(container, { consult, user, token: givenToken }) {
 
   async function endConsult() {
     if (!window.confirm(t("consult.endConfirm"))) return;
-    endButton.disabled = true;
+    view.endButton.disabled = true;
     try {
       await api("POST", `/consults/${consult.id}/end`);
       finish("ended");
     } catch (err) {
       if (err instanceof SessionEnded) return;
-      endButton.disabled = false;
-      alerts.append(errorBox(err));
+      view.endButton.disabled = false;
+      view.error(err);
     }
   }
 
   // ----- start
   async function start() {
-    setStatus("connecting");
+    view.setStatus("connecting");
     let token = givenToken;
     if (!token) {
       try {

@@ -1,6 +1,7 @@
-// The case view: summary, the reader's claim and report editor, studies, reports, turnaround
-// and timeline. Other features (image and ECG viewers, priors, consults) add their own panels
-// with addCasePanel(), so this file does not grow with each of them.
+// The case view: the page's life cycle (load, live reload, focus kept), summary, studies,
+// reports, turnaround and timeline. The reader's claim and report editor (report_editor.js),
+// escalation (escalation_panel.js) and other features' panels (viewers, priors, consults, added
+// with addCasePanel()) live in their own modules, so this file does not grow with each of them.
 
 import { api, download, SessionEnded } from "/static/js/api.js";
 import { homeHash } from "/static/js/app.js";
@@ -12,13 +13,14 @@ import {
   formatDicomDate,
   formatDuration,
   formatPersonName,
-  getLang,
   label,
   t,
 } from "/static/js/i18n.js";
 import { subscribe } from "/static/js/live.js";
 import { addRoute } from "/static/js/router.js";
-import { errorBox, fields, notice, priorityBadge, section, statusBadge } from "/static/js/ui.js";
+import { errorBox, fields, priorityBadge, section, statusBadge } from "/static/js/ui.js";
+import { escalatedNotice, escalatePanel } from "/static/js/views/escalation_panel.js";
+import { cosignForm, readerPanel } from "/static/js/views/report_editor.js";
 import { slaCell } from "/static/js/views/worklist.js";
 
 addStrings({
@@ -26,32 +28,9 @@ addStrings({
     "workspace.liveCase": "This page updates by itself.",
     "workspace.waiting": "Waiting",
     "workspace.slaDeadline": "Report due by",
-    "workspace.template": "Template",
-    "workspace.freeText": "Free text",
-    "workspace.templatesLoading": "Loading templates…",
-    "workspace.addendum": "Add an addendum",
-    "workspace.addendumHint": "An addendum adds to the signed report; the signed text stays as it was.",
-    "workspace.saveAddendum": "Sign addendum",
-    "workspace.addendumSaved": "Addendum signed (version {v}).",
     "workspace.pdf": "Download PDF",
     "workspace.pdfOf": "Download version {v} as PDF",
-    "workspace.cosign": "Co-sign",
-    "workspace.cosignComment": "Comment (optional)",
     "workspace.cosigned": "Co-signed by {name} · {at}",
-    "workspace.cosignDone": "You co-signed version {v}.",
-    "workspace.escalateTitle": "Escalate or ask for a second opinion",
-    "workspace.escalateReason": "Reason",
-    "workspace.escalateHint": "The case goes to the higher-tier reading centre with your reason; your claim is released.",
-    "workspace.escalate": "Escalate to tertiary",
-    "workspace.secondOpinion": "Ask for a second opinion",
-    "workspace.escalated": "Case #{id} was sent up to {centre}.",
-    "workspace.reasonNeeded": "Please give a reason.",
-    "workspace.backToWorklist": "Back to the worklist",
-    "workspace.priors": "Prior examinations",
-    "workspace.priorsNone": "No prior examinations of this patient in the consortium.",
-    "workspace.priorsLoading": "Looking for prior examinations…",
-    "workspace.priorFinal": "Final report ({author}, {at})",
-    "workspace.priorNoReport": "No final report",
     "report.status.addendum": "Addendum",
     "event.priority_raised": "Priority raised",
     "event.priority_changed": "Priority changed",
@@ -77,32 +56,9 @@ addStrings({
     "workspace.liveCase": "本页面会自动更新。",
     "workspace.waiting": "已等待",
     "workspace.slaDeadline": "报告时限",
-    "workspace.template": "报告模板",
-    "workspace.freeText": "自由文本",
-    "workspace.templatesLoading": "正在加载模板…",
-    "workspace.addendum": "补充报告",
-    "workspace.addendumHint": "补充报告附加在已签发报告之后，原报告内容保持不变。",
-    "workspace.saveAddendum": "签发补充报告",
-    "workspace.addendumSaved": "补充报告已签发（第 {v} 版）。",
     "workspace.pdf": "下载 PDF",
     "workspace.pdfOf": "下载第 {v} 版 PDF",
-    "workspace.cosign": "会签",
-    "workspace.cosignComment": "意见（可选）",
     "workspace.cosigned": "{name} 已会签 · {at}",
-    "workspace.cosignDone": "您已会签第 {v} 版。",
-    "workspace.escalateTitle": "上转或申请第二意见",
-    "workspace.escalateReason": "原因",
-    "workspace.escalateHint": "病例将连同您填写的原因转至上级诊断中心，您的认领随之释放。",
-    "workspace.escalate": "上转上级医院",
-    "workspace.secondOpinion": "申请第二意见",
-    "workspace.escalated": "病例 #{id} 已上转至{centre}。",
-    "workspace.reasonNeeded": "请填写原因。",
-    "workspace.backToWorklist": "返回工作列表",
-    "workspace.priors": "既往检查",
-    "workspace.priorsNone": "医联体内未找到该患者的既往检查。",
-    "workspace.priorsLoading": "正在查找既往检查…",
-    "workspace.priorFinal": "审核报告（{author}，{at}）",
-    "workspace.priorNoReport": "尚无审核报告",
     "report.status.addendum": "补充报告",
     "event.priority_raised": "紧急程度已提高",
     "event.priority_changed": "紧急程度已更改",
@@ -126,9 +82,6 @@ addStrings({
   },
 });
 
-const READER_EDITABLE = new Set(["claimed", "preliminary"]);
-const OPEN_FOR_ESCALATION = new Set(["routed", "claimed", "preliminary"]);
-const SIGNED = new Set(["final", "addendum"]);
 const TAT_PARTS = [
   "first_instance_to_complete",
   "complete_to_routed",
@@ -273,266 +226,6 @@ function caseDetail(c, ctx, reload, flash) {
   ];
 }
 
-/** Claim button, report editor or addendum editor, only for readers and only when it applies. */
-function readerPanel(c, ctx, reload, flash) {
-  const { user } = ctx;
-  if (user.role !== "reader") return null;
-  const mine = c.reader && c.reader.id === user.id;
-  if (c.status === "routed" && !c.reader) return claimPanel(c, ctx, reload);
-  if (mine && READER_EDITABLE.has(c.status)) return editorPanel(c, ctx, reload, flash, "report");
-  if (c.reader && !mine && READER_EDITABLE.has(c.status)) {
-    return notice(t("case.claimedBy", { name: c.reader.name || c.reader.username }));
-  }
-  if (c.status === "final" && mayAddAddendum(c, user)) return editorPanel(c, ctx, reload, flash, "addendum");
-  return flash && flash.inPanel ? flash.node : null;
-}
-
-function mayAddAddendum(c, user) {
-  const final = (c.reports || []).find((r) => r.status === "final");
-  if (!final) return false;
-  return (final.author && final.author.id === user.id) || (c.centre && c.centre.id === user.centre_id);
-}
-
-function claimPanel(c, ctx, reload) {
-  const { state } = ctx;
-  const errors = h("div");
-  const button = h("button", { type: "button", class: "btn btn-primary", id: "case-claim" }, t("case.claim"));
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    button.textContent = t("case.claiming");
-    errors.replaceChildren();
-    try {
-      await api("POST", `/cases/${c.id}/claim`);
-      state.flash = { id: c.id, node: notice(t("case.claimed"), "success"), inPanel: true };
-      await reload();
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      if (err.status === 409 || err.status === 404) {
-        // the case moved on meanwhile: show where it is now, with the reason on top
-        state.flash = { id: c.id, node: errorBox(err), inPanel: false };
-        await reload();
-        return;
-      }
-      button.disabled = false;
-      button.textContent = t("case.claim");
-      errors.replaceChildren(errorBox(err));
-    }
-  });
-  return h("section", { class: "card action-card", "aria-label": t("case.claim") },
-    h("p", null, t("case.claimHint")), errors, button);
-}
-
-// ----- the report editor (free text, or a template's sections) -------------------------------
-
-/** The draft of a case: {template, text, sections}; kept across re-renders in ctx.state.drafts. */
-function draftOf(c, state, mode) {
-  const key = `${mode}:${c.id}`;
-  if (state.drafts.has(key)) return state.drafts.get(key);
-  const latest = [...(c.reports || [])].filter((r) => r.status === "preliminary").sort((a, b) => b.version - a.version)[0];
-  const draft = mode === "report" && latest
-    ? { template: latest.template || "", text: latest.text, sections: latest.sections || {}, fromReport: true }
-    : { template: null, text: "", sections: {} }; // template null: not chosen yet
-  state.drafts.set(key, draft);
-  return draft;
-}
-
-function templatesFor(c, state) {
-  const modality = c.kind === "imaging" ? (c.modalities || []).find((m) => m !== "SR") || "" : "";
-  const cacheKey = `templates:${c.kind}:${modality}`;
-  if (state.cache.has(cacheKey)) return Promise.resolve(state.cache.get(cacheKey));
-  const query = new URLSearchParams({ kind: c.kind });
-  if (modality) query.set("modality", modality);
-  return api("GET", `/report-templates?${query}`).then((data) => {
-    const list = (data.templates || []).filter((tpl) => tpl.active !== false);
-    // the case's own modality first, then the interface language, then the rest
-    const lang = getLang();
-    list.sort((a, b) => (b.modality === modality) - (a.modality === modality)
-      || (b.language === lang) - (a.language === lang));
-    state.cache.set(cacheKey, list);
-    return list;
-  });
-}
-
-function editorPanel(c, ctx, reload, flash, mode) {
-  const { state } = ctx;
-  const draftKey = `${mode}:${c.id}`;
-  const draft = draftOf(c, state, mode);
-  const messages = h("div", { "aria-live": "polite" });
-  if (flash && flash.inPanel) messages.append(flash.node);
-  const templateSelect = h("select", { id: `report-template-${c.id}`, disabled: true },
-    h("option", { value: "" }, t("workspace.templatesLoading")));
-  const fieldsSlot = h("div", { class: "report-fields" });
-  let templates = [];
-
-  function currentTemplate() {
-    return templates.find((tpl) => tpl.code === draft.template) || null;
-  }
-
-  function drawFields() {
-    const tpl = currentTemplate();
-    if (!tpl) {
-      const text = h("textarea", { id: `report-text-${c.id}`, rows: "10", "aria-describedby": `report-hint-${c.id}` });
-      text.value = draft.text;
-      text.addEventListener("input", () => { draft.text = text.value; });
-      fill(fieldsSlot, h("label", { for: `report-text-${c.id}` }, t("editor.label")), text);
-      return;
-    }
-    fill(fieldsSlot, tpl.sections.map((sec) => {
-      const id = `report-section-${c.id}-${sec.key}`;
-      const area = h("textarea", { id, rows: sec.key === "findings" || sec.key === "conclusion" ? "5" : "2", "data-section": sec.key });
-      area.value = sec.key in draft.sections ? draft.sections[sec.key] : sec.text || "";
-      draft.sections[sec.key] = area.value;
-      area.addEventListener("input", () => { draft.sections[sec.key] = area.value; });
-      return h("div", { class: "field report-section" }, h("label", { for: id }, sec.title), area);
-    }));
-  }
-
-  templateSelect.addEventListener("change", () => {
-    draft.template = templateSelect.value;
-    draft.sections = {};
-    drawFields();
-  });
-
-  if (mode === "report") {
-    templatesFor(c, state).then((list) => {
-      if (!ctx.isCurrent()) return;
-      templates = list;
-      if (draft.template === null) draft.template = list.length ? list[0].code : "";
-      if (draft.template && !currentTemplate()) draft.template = "";
-      fill(templateSelect, h("option", { value: "" }, t("workspace.freeText")),
-        list.map((tpl) => h("option", { value: tpl.code }, tpl.name)));
-      templateSelect.value = draft.template;
-      templateSelect.disabled = false;
-      drawFields();
-    }).catch((err) => {
-      if (err instanceof SessionEnded || !ctx.isCurrent()) return;
-      draft.template = "";
-      templateSelect.replaceChildren(h("option", { value: "" }, t("workspace.freeText")));
-      templateSelect.disabled = false;
-      drawFields();
-    });
-  } else {
-    draft.template = "";
-  }
-  drawFields();
-
-  function body(status) {
-    const tpl = currentTemplate();
-    if (tpl) {
-      const sections = {};
-      for (const sec of tpl.sections) sections[sec.key] = draft.sections[sec.key] ?? "";
-      const filled = Object.entries(sections).some(([k, v]) => v.trim() && v.trim() !== (tpl.sections.find((x) => x.key === k).text || "").trim());
-      return filled ? { status, template: tpl.code, sections } : null;
-    }
-    return draft.text.trim() ? { status, text: draft.text } : null;
-  }
-
-  const savePrelim = h("button", { type: "button", class: "btn btn-secondary", id: `report-prelim-${c.id}` }, t("editor.savePrelim"));
-  const signFinal = h("button", { type: "button", class: "btn btn-primary", id: `report-final-${c.id}` },
-    mode === "addendum" ? t("workspace.saveAddendum") : t("editor.signFinal"));
-
-  async function save(status) {
-    messages.replaceChildren();
-    const payload = body(status);
-    if (!payload) {
-      messages.append(h("div", { class: "alert alert-error", role: "alert" }, h("p", null, t("editor.empty"))));
-      const first = fieldsSlot.querySelector("textarea");
-      if (first) first.focus();
-      return;
-    }
-    if (status === "final" && !window.confirm(t("editor.confirmFinal"))) return;
-    const buttons = [savePrelim, signFinal];
-    buttons.forEach((b) => { b.disabled = true; });
-    const clicked = status === "preliminary" ? savePrelim : signFinal;
-    const original = clicked.textContent;
-    clicked.textContent = t("editor.saving");
-    try {
-      const res = await api("POST", `/cases/${c.id}/reports`, payload);
-      state.drafts.delete(draftKey);
-      const key = status === "final" ? "editor.signed" : status === "addendum" ? "workspace.addendumSaved" : "editor.saved";
-      state.flash = { id: c.id, node: notice(t(key, { v: res.version }), "success"), inPanel: status === "preliminary" };
-      await reload();
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      buttons.forEach((b) => { b.disabled = false; });
-      clicked.textContent = original;
-      messages.replaceChildren(errorBox(err));
-    }
-  }
-  savePrelim.addEventListener("click", () => save("preliminary"));
-  signFinal.addEventListener("click", () => save(mode === "addendum" ? "addendum" : "final"));
-
-  const title = mode === "addendum" ? t("workspace.addendum") : t("editor.title");
-  return h("section", { class: `card editor editor-${mode}`, id: `editor-${c.id}`, "aria-labelledby": `editor-title-${c.id}` },
-    h("h2", { id: `editor-title-${c.id}` }, title),
-    messages,
-    mode === "report"
-      ? h("div", { class: "field template-field" }, h("label", { for: `report-template-${c.id}` }, t("workspace.template")), templateSelect)
-      : null,
-    fieldsSlot,
-    h("p", { id: `report-hint-${c.id}`, class: "muted small" }, mode === "addendum" ? t("workspace.addendumHint") : t("editor.hint")),
-    h("div", { class: "actions" }, mode === "report" ? savePrelim : null, signFinal));
-}
-
-// ----- escalation and second opinion ---------------------------------------------------------
-
-function escalatedNotice(text) {
-  return h("div", { class: "alert alert-success", role: "status", id: "case-escalated" },
-    h("p", null, text), h("a", { href: "#/worklist", class: "btn btn-secondary btn-small" }, t("workspace.backToWorklist")));
-}
-
-function escalatePanel(c, ctx) {
-  const { user } = ctx;
-  if (user.role !== "reader" || !OPEN_FOR_ESCALATION.has(c.status)) return null;
-  const mine = c.reader && c.reader.id === user.id;
-  const atMyCentre = !c.reader && c.centre && c.centre.id === user.centre_id;
-  if (!mine && !atMyCentre) return null;
-  // Open state and reason survive a re-render (a live update, a language switch).
-  const kept = ctx.state.drafts.get(`escalate:${c.id}`) || { open: false, reason: "" };
-  ctx.state.drafts.set(`escalate:${c.id}`, kept);
-  const messages = h("div", { "aria-live": "polite" });
-  const reason = h("textarea", { id: `escalate-reason-${c.id}`, rows: "3", maxlength: "2000", "aria-describedby": `escalate-hint-${c.id}` });
-  reason.value = kept.reason;
-  reason.addEventListener("input", () => { kept.reason = reason.value; });
-  const up = h("button", { type: "button", class: "btn btn-secondary", id: `escalate-${c.id}` }, t("workspace.escalate"));
-  const second = h("button", { type: "button", class: "btn btn-ghost", id: `second-opinion-${c.id}` }, t("workspace.secondOpinion"));
-  const panel = h("details", { class: "card escalate", id: `escalate-panel-${c.id}` },
-    h("summary", null, t("workspace.escalateTitle")),
-    messages,
-    h("div", { class: "field" }, h("label", { for: `escalate-reason-${c.id}` }, t("workspace.escalateReason")), reason),
-    h("p", { id: `escalate-hint-${c.id}`, class: "muted small" }, t("workspace.escalateHint")),
-    h("div", { class: "actions" }, second, up));
-  panel.open = kept.open;
-  panel.addEventListener("toggle", () => { kept.open = panel.open; });
-
-  async function send(path) {
-    messages.replaceChildren();
-    if (!reason.value.trim()) {
-      messages.append(h("div", { class: "alert alert-error", role: "alert" }, h("p", null, t("workspace.reasonNeeded"))));
-      reason.focus();
-      return;
-    }
-    up.disabled = true;
-    second.disabled = true;
-    try {
-      const res = await api("POST", `/cases/${c.id}/${path}`, { reason: reason.value.trim() });
-      ctx.state.drafts.delete(`report:${c.id}`);
-      ctx.state.drafts.delete(`escalate:${c.id}`);
-      const done = t("workspace.escalated", { id: c.id, centre: res.centre ? res.centre.name : "" });
-      ctx.state.drafts.set(`escalated:${c.id}`, done); // shown on top, through live re-renders
-      panel.replaceWith(escalatedNotice(done));
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      up.disabled = false;
-      second.disabled = false;
-      messages.replaceChildren(errorBox(err));
-    }
-  }
-  up.addEventListener("click", () => send("escalate"));
-  second.addEventListener("click", () => send("second-opinion"));
-  return panel;
-}
-
 function studiesSection(c) {
   const studies = c.studies || [];
   if (!studies.length) return section("studies.title", h("p", { class: "muted" }, t("studies.none")));
@@ -604,33 +297,6 @@ function pdfButton(c, r) {
   return [button, errors];
 }
 
-/** Co-signing is for a tertiary reader who got the case by escalation or second opinion. */
-function cosignForm(c, r, ctx, reload) {
-  const { user, state } = ctx;
-  if (user.role !== "reader" || !SIGNED.has(r.status)) return null;
-  if (r.author && r.author.id === user.id) return null;
-  if ((r.cosignatures || []).some((s) => s.user.id === user.id)) return null;
-  if (!(c.escalations > 0 || c.second_opinion) || !c.centre || c.centre.id !== user.centre_id) return null;
-  const comment = h("input", { id: `cosign-comment-${c.id}-${r.version}`, maxlength: "2000" });
-  const errors = h("div");
-  const button = h("button", { type: "button", class: "btn btn-secondary btn-small", "data-cosign": r.version }, t("workspace.cosign"));
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    errors.replaceChildren();
-    try {
-      await api("POST", `/cases/${c.id}/reports/${r.version}/cosign`, comment.value.trim() ? { comment: comment.value.trim() } : {});
-      state.flash = { id: c.id, node: notice(t("workspace.cosignDone", { v: r.version }), "success"), inPanel: false };
-      await reload();
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      button.disabled = false;
-      errors.replaceChildren(errorBox(err));
-    }
-  });
-  return h("div", { class: "cosign" }, errors,
-    h("label", { for: `cosign-comment-${c.id}-${r.version}`, class: "small" }, t("workspace.cosignComment")), comment, button);
-}
-
 function tatSection(c) {
   const tat = c.tat || {};
   const open = c.status !== "final";
@@ -667,42 +333,5 @@ function timelineSection(c) {
       bits.length ? h("div", { class: "muted small" }, bits.join(" · ")) : null);
   })));
 }
-
-// ----- priors (检查结果互认): the patient's other examinations in the consortium -------------
-
-function priorsPanel(c, ctx) {
-  if (ctx.user.role !== "reader" && ctx.user.role !== "admin") return null;
-  const key = `priors:${c.id}`;
-  const list = h("div", { id: `priors-${c.id}` }, h("p", { class: "muted small" }, t("workspace.priorsLoading")));
-  function show(data) {
-    const priors = data.priors || [];
-    if (!priors.length) {
-      fill(list, h("p", { class: "muted small" }, t("workspace.priorsNone")));
-      return;
-    }
-    fill(list, h("ol", { class: "priors" }, priors.map((p) => h("li", { class: "prior", "data-prior": p.case_id },
-      h("div", { class: "prior-head" },
-        h("a", { href: `#/cases/${p.case_id}` }, p.date),
-        " · ", (p.modalities || []).join(", ") || label("kind", p.kind),
-        h("span", { class: "muted small" }, " · ", p.facility.name)),
-      p.final_report
-        ? h("details", null,
-          h("summary", { class: "small" }, t("workspace.priorFinal", { author: p.final_report.author, at: formatDateTime(p.final_report.signed_at, { seconds: false }) })),
-          h("div", { class: "report-text small" }, p.final_report.text))
-        : h("p", { class: "muted small" }, t("workspace.priorNoReport"))))));
-  }
-  if (ctx.state.cache.has(key)) show(ctx.state.cache.get(key));
-  api("GET", `/cases/${c.id}/priors`).then((data) => {
-    if (!ctx.isCurrent()) return;
-    ctx.state.cache.set(key, data);
-    show(data);
-  }).catch((err) => {
-    if (err instanceof SessionEnded || !ctx.isCurrent()) return;
-    fill(list, errorBox(err));
-  });
-  return section("workspace.priors", list);
-}
-
-addCasePanel({ name: "priors", column: "side", order: 20, render: priorsPanel });
 
 addRoute({ name: "case", path: "cases/:id", view: caseView, navAs: "cases" });
