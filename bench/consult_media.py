@@ -85,13 +85,21 @@ async def post(url: str, body: dict) -> dict:
         return await resp.json()
 
 
-async def hub_join(base: str, consult: int, pid: int, slots: int):
+def hub_for(bases: str, consult: int) -> str:
+    """Consults are sticky to one hub process (production: a consistent hash on the consult id
+    at the load balancer); here consult id modulo the number of hubs."""
+    urls = bases.split(",")
+    return urls[consult % len(urls)]
+
+
+async def hub_join(bases: str, consult: int, pid: int, slots: int):
     from telehub.media.synthetic import SyntheticParticipant
 
     client = SyntheticParticipant(
         40 + 80 * pid, slots, moving=True, preencoded=os.environ.get("BENCH_PREENCODED") == "1"
     )
     offer = await client.offer()
+    base = hub_for(bases, consult)
     answer = await post(f"{base}/offer", {"consult": consult, "participant": pid, **offer})
     await client.accept(answer)
     return client
@@ -145,6 +153,9 @@ async def clients_main(base: str, mode: str, consults: list[int], seconds: float
         cpu0 = time.process_time()
         await asyncio.sleep(seconds)
         fps = [(video_frames(c) - n) / seconds for c, n in zip(viewers, counts, strict=True)]
+        stuck = [c.pc.connectionState for c, f in zip(viewers, fps, strict=True) if f < 1]
+        if stuck:
+            print(f"viewers without video: connection states {stuck}", file=sys.stderr)
         cpu = (time.process_time() - cpu0) / seconds
         print(json.dumps({"fps": fps, "cpu": cpu}), flush=True)
         sys.stdin.readline()
@@ -178,7 +189,7 @@ def read_json(proc: subprocess.Popen) -> dict:
 
 
 def run_round(
-    base: str, hub: subprocess.Popen, mode: str, n: int, seconds: float, preencoded: bool
+    base: str, hubs: list[subprocess.Popen], mode: str, n: int, seconds: float, preencoded: bool
 ) -> dict:
     """n consults in ``mode``, split over two participant processes; hub CPU over the window."""
     first = 1000 * n + (0 if mode == "relay" else 500)
@@ -190,14 +201,19 @@ def run_round(
     ]
     for proc in procs:
         assert proc.stdout.readline().strip() == "steady"
-    hub0, t0 = cpu_seconds(hub.pid), time.monotonic()
+    hub0, t0 = sum(cpu_seconds(h.pid) for h in hubs), time.monotonic()
     results = [read_json(p) for p in procs]
-    hub_cpu = (cpu_seconds(hub.pid) - hub0) / (time.monotonic() - t0)
+    hub_cpu = (sum(cpu_seconds(h.pid) for h in hubs) - hub0) / (time.monotonic() - t0)
     for proc in procs:
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(30)
-    stored = [s for s in post_sync(base, {"op": "end"})["stored"] if s[0] // 1000 == n]
+    stored = [
+        s
+        for url in base.split(",")
+        for s in post_sync(url, {"op": "end"})["stored"]
+        if s[0] // 1000 == n
+    ]
     fps = [f for r in results for f in r["fps"]]
     return {
         "mode": mode,
@@ -226,6 +242,10 @@ def main() -> None:
     parser.add_argument("--media", default="forward,transcode")
     parser.add_argument("--modes", default="relay,direct")
     parser.add_argument("--participants", choices=("preencoded", "live"), default="preencoded")
+    parser.add_argument("--counts", default="1,2,4,6,8,10,12,16", help="consults per round")
+    parser.add_argument(
+        "--hub-processes", type=int, default=1, help="hub processes, consults sticky to one"
+    )
     args = parser.parse_args()
     if args.hub:
         work = Path(tempfile.mkdtemp(prefix="media-bench-"))
@@ -245,29 +265,33 @@ def main() -> None:
 
 
 def bench_hub(media: str, args: argparse.Namespace) -> None:
-    port = 18765
-    hub = spawn("--hub", str(port), *(["--transcode"] if media == "transcode" else []))
-    assert hub.stdout.readline().strip() == "ready"
-    base = f"http://127.0.0.1:{port}"
+    ports = [18765 + i for i in range(args.hub_processes)]
+    flags = ["--transcode"] if media == "transcode" else []
+    hubs = [spawn("--hub", str(port), *flags) for port in ports]
+    for hub in hubs:
+        assert hub.stdout.readline().strip() == "ready"
+    bases = ",".join(f"http://127.0.0.1:{port}" for port in ports)
+    label = f"{media}, {len(hubs)} hub process{'es' if len(hubs) > 1 else ''}"
     try:
-        joiner = spawn("--clients", base, "join", ",".join(str(90000 + i) for i in range(5)), "0")
+        joiner = spawn("--clients", bases, "join", ",".join(str(90000 + i) for i in range(5)), "0")
         joins = read_json(joiner)["join"]
         joiner.wait(30)
-        post_sync(base, {"op": "end"})
+        for url in bases.split(","):
+            post_sync(url, {"op": "end"})
         print(
-            f"[{media}] join to first remote frame (both sides), 5 joins: "
+            f"[{label}] join to first remote frame (both sides), 5 joins: "
             f"median {sorted(joins)[2]:.2f} s, max {max(joins):.2f} s, "
             f"all {' '.join(f'{j:.2f}' for j in joins)}",
             flush=True,
         )
         preencoded = args.participants == "preencoded"
         for mode in args.modes.split(","):
-            for n in (1, 2, 4, 6, 8, 10, 12, 16):
+            for n in (int(c) for c in args.counts.split(",")):
                 if n > args.max_consults:
                     break
-                r = run_round(base, hub, mode, n, args.seconds, preencoded)
+                r = run_round(bases, hubs, mode, n, args.seconds, preencoded)
                 print(
-                    f"[{media}] {mode:6} {n:2} consults: min {r['min_fps']:.1f} fps, "
+                    f"[{label}] {mode:6} {n:2} consults: min {r['min_fps']:.1f} fps, "
                     f"mean {r['mean_fps']:.1f}, hub CPU {r['hub_cpu']:.2f} cores "
                     f"({r['hub_cpu_per_consult']:.3f}/consult), participants CPU "
                     f"{r['clients_cpu']:.2f} cores, {r['recordings']} segments stored "
@@ -277,8 +301,9 @@ def bench_hub(media: str, args: argparse.Namespace) -> None:
                 if r["min_fps"] < 14.5:  # 15 frames/s, within one frame over the window
                     break
     finally:
-        hub.kill()
-        hub.wait()
+        for hub in hubs:
+            hub.kill()
+            hub.wait()
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ What forwarding needs that a transcoder does not:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
+import socket
 import threading
 import time
 import weakref
@@ -33,7 +35,13 @@ from fractions import Fraction
 
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
 import av
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.codecs import get_decoder
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
@@ -141,6 +149,33 @@ def prefer_forwardable(transceiver: RTCRtpTransceiver) -> None:
         c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in keep
     ]
     transceiver._codecs = vp8 + rtx
+
+
+#: Receive buffer asked for on the hub's media sockets. Linux's default (208 KiB) overflows
+#: when a dozen streams' keyframes arrive together, and a lost packet is a lost frame for
+#: every viewer of a forwarded stream. The kernel caps it at net.core.rmem_max (docs/consults.md).
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def enlarge_socket_buffers(pc: RTCPeerConnection) -> int:
+    """Give the peer connection's UDP sockets a large receive buffer (after ICE gathering,
+    i.e. after setLocalDescription). Returns how many sockets were changed."""
+    changed = 0
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        ice = getattr(dtls, "transport", None)
+        connection = getattr(ice, "_connection", None)
+        for protocol in getattr(connection, "_protocols", []):
+            transport = getattr(protocol, "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None or sock.fileno() in seen:
+                continue
+            seen.add(sock.fileno())
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+                changed += 1
+    return changed
 
 
 class KeyframeSource:

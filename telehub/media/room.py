@@ -161,6 +161,7 @@ class Room:
                     transceiver.sender.replaceTrack(track)
                     peer.slots.append(Slot(transceiver, track))
             await pc.setLocalDescription(await pc.createAnswer())
+            forwarding.enlarge_socket_buffers(pc)
         except Exception as exc:  # aiortc raises ValueError, OperationError, ... on bad SDP
             await pc.close()
             raise ValueError(f"invalid SDP offer: {exc}") from exc
