@@ -167,6 +167,6 @@ OPENAPI_PATHS: dict[str, Any] = {
                 }
             ),
             "responses": responses({"type": "object"}, 400, 401, 403),
-        }
+        },
     },
 }
