@@ -17,7 +17,9 @@ NOT_AUTHORISED = 0x0124
 
 
 def objects_of(hub: Hub, study_uid: str) -> list[Path]:
-    return [p for p in (hub.data / "objects").rglob("*") if p.is_file() and study_uid in str(p)]
+    """The study's instance objects (not the DICOMweb metadata a worker builds meanwhile)."""
+    folder = hub.data / "objects" / "dicom"
+    return sorted(p for p in folder.rglob("*") if p.is_file() and study_uid in str(p))
 
 
 def test_another_facility_cannot_add_to_or_overwrite_a_study(
