@@ -20,6 +20,7 @@ from telehub.auth import Principal
 from telehub.db import Database
 from telehub.db.models import AuditEntry, Case, Patient, Role, User
 from telehub.errors import Forbidden, Invalid
+from telehub.params import bounded_int
 
 #: Resource types whose resource id is a case id (a case read, a report read or written).
 CASE_RESOURCES = ("case", "report")
@@ -50,19 +51,6 @@ class AuditQuery:
             if value is not None and f.name not in ("limit", "offset"):
                 out[f.name] = value.isoformat() if isinstance(value, datetime) else value
         return out
-
-
-def _int(params: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise Invalid(f"query parameter {name} must be an integer", "bad_parameter") from exc
-    if not lo <= value <= hi:
-        raise Invalid(f"query parameter {name} must be between {lo} and {hi}", "bad_parameter")
-    return value
 
 
 def _text(params: Mapping[str, str], name: str, longest: int = 80) -> str | None:
@@ -97,16 +85,16 @@ def parse(params: Mapping[str, str]) -> AuditQuery:
     return AuditQuery(
         user=_text(params, "user"),
         action=_text(params, "action", 40),
-        case=_int(params, "case", None, 1, 2**62),
+        case=bounded_int(params, "case", None, 1, 2**62),
         patient=_text(params, "patient", 64),
         resource_type=_text(params, "resource_type", 40),
         resource_id=_text(params, "resource_id"),
         start=start,
         end=end,
         remote=_text(params, "remote"),
-        limit=_int(params, "limit", 100, 1, MAX_LIMIT) or 100,
-        offset=_int(params, "offset", 0, 0, 10_000_000) or 0,
-        before=_int(params, "before", None, 1, 2**62),
+        limit=bounded_int(params, "limit", 100, 1, MAX_LIMIT) or 100,
+        offset=bounded_int(params, "offset", 0, 0, 10_000_000) or 0,
+        before=bounded_int(params, "before", None, 1, 2**62),
     )
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from telehub.auth import Principal
 from telehub.errors import Invalid, NotFound
+from telehub.params import bounded_int
 from telehub.services import Services
 
 P = ParamSpec("P")
@@ -90,15 +91,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 
 def int_param(request: web.Request, name: str, default: int, lo: int = 0, hi: int = 1000) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise Invalid(f"query parameter {name} must be an integer", "bad_parameter") from exc
-    if not lo <= value <= hi:
-        raise Invalid(f"query parameter {name} must be between {lo} and {hi}", "bad_parameter")
+    value = bounded_int(request.query, name, default, lo, hi)
+    assert value is not None
     return value
 
 

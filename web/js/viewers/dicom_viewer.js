@@ -14,6 +14,7 @@ import { apiFetch, SessionEnded } from "/static/js/api.js";
 import { fill, h, loadStyle } from "/static/js/dom.js";
 import { addStrings, t } from "/static/js/i18n.js";
 import { errorBox } from "/static/js/ui.js";
+import { clamp, remotePointerOf } from "/static/js/viewers/view_state.js";
 
 addStrings({
   en: {
@@ -97,7 +98,6 @@ const PREFETCH_BEHIND = 2;
 const WL_REQUEST_MS = 90; // at most one new render per this while dragging window/level
 const MAX_SIDE = 2048; // larger images (CR, DX, mammography) are rendered down to this
 
-const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 
 function first(item, tag) {
   const el = item && item[tag];
@@ -824,8 +824,7 @@ export function mountDicomViewer(container, { studyUid, seriesUid = null, onChan
     if (!partial || destroyed) return ready;
     const p = partial;
     if ("pointer" in p) {
-      remotePointer = p.pointer && Number.isFinite(p.pointer.x) && Number.isFinite(p.pointer.y)
-        ? { x: clamp(p.pointer.x, 0, 1), y: clamp(p.pointer.y, 0, 1) } : null;
+      remotePointer = remotePointerOf(p.pointer);
     }
     if (Number.isFinite(p.zoom)) view.zoom = clamp(p.zoom, ZOOM_MIN, ZOOM_MAX);
     if (p.pan && Number.isFinite(p.pan.x) && Number.isFinite(p.pan.y)) {

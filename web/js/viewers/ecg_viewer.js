@@ -10,6 +10,7 @@ import { api, SessionEnded } from "/static/js/api.js";
 import { fill, h, loadStyle, svg } from "/static/js/dom.js";
 import { addStrings, getLang, t } from "/static/js/i18n.js";
 import { errorBox } from "/static/js/ui.js";
+import { clamp, remotePointerOf } from "/static/js/viewers/view_state.js";
 
 addStrings({
   en: {
@@ -89,7 +90,6 @@ const MAX_POINTS = 5000;
 const ANALYSIS_POLL_MS = 5000;
 const ANALYSIS_POLLS = 60;
 
-const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 const r2 = (v) => Math.round(v * 100) / 100;
 
 /** Mount the viewer in `container`; returns {getState, setState, destroy}. */
@@ -445,8 +445,7 @@ export function mountEcgViewer(container, { ecgId, onChange = null, readOnly = f
     if (!partial || destroyed) return ready;
     const p = partial;
     if ("pointer" in p) {
-      remotePointer = p.pointer && Number.isFinite(p.pointer.x) && Number.isFinite(p.pointer.y)
-        ? { x: clamp(p.pointer.x, 0, 1), y: clamp(p.pointer.y, 0, 1) } : null;
+      remotePointer = remotePointerOf(p.pointer);
     }
     if (Number.isFinite(p.gain)) view.gain = clamp(p.gain, 0.5, 100);
     if (Number.isFinite(p.speed)) view.speed = clamp(p.speed, 5, 200);
