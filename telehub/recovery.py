@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from telehub import ingest
 from telehub.db import Database
-from telehub.db.models import Instance, Study
+from telehub.db.models import STUDY_OPEN, Instance, Study
 from telehub.db.types import utcnow
 from telehub.spool import SpoolingStore
 from telehub.store import FilesystemStore, ObjectStore, S3Store, StoreError
@@ -46,14 +46,10 @@ def complete_abandoned_studies(db: Database, quiet_seconds: float) -> list[int]:
             session.scalars(
                 select(Study.study_uid).where(
                     Study.last_received_at < cutoff,
-                    or_(
-                        Study.completed_at.is_(None),
-                        # grew since; 0 means completed before the count existed (0003)
-                        and_(
-                            Study.completed_instance_count > 0,
-                            Study.instance_count > Study.completed_instance_count,
-                        ),
-                    ),
+                    # none yet, or grown since (0 means completed before the count existed,
+                    # 0003); the same text as the partial index ix_studies_open, so both
+                    # SQLite and PostgreSQL use it
+                    STUDY_OPEN,
                 )
             )
         )

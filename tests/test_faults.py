@@ -570,3 +570,23 @@ def test_abandoned_study_is_completed_once(db: Database, tmp_path: Path) -> None
             select(OutboxMessage.args).where(OutboxMessage.task == "telehub.route_case")
         ).all()
     assert routing == [{"case_id": outcome.case_id}]
+    # The study grows by a late instance: a sweep leaves it alone until it has been quiet too.
+    later = fresh_copy("CT_small.dcm", tmp_path / "later", study_uid=ds.StudyInstanceUID)
+    late = pydicom.dcmread(later)
+    ingest.store_instance(
+        db,
+        store,
+        t1,
+        read_instance_meta(later, late.SOPClassUID, late.SOPInstanceUID),
+        later,
+        "dimse:CLINIC1",
+    )
+    complete_abandoned_studies(db, quiet_seconds=600)
+    with db.reader() as session:
+        study = session.scalar(select(Study).where(Study.study_uid == ds.StudyInstanceUID))
+        assert (study.instance_count, study.completed_instance_count) == (2, 1)
+    time.sleep(0.05)
+    complete_abandoned_studies(db, quiet_seconds=0.01)
+    with db.reader() as session:
+        study = session.scalar(select(Study).where(Study.study_uid == ds.StudyInstanceUID))
+        assert (study.instance_count, study.completed_instance_count) == (2, 2)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -324,8 +325,24 @@ class Case(Base):
     events: Mapped[list[CaseEvent]] = relationship(order_by="CaseEvent.id")
 
 
+#: A study still to complete (none yet, or grown since): the recovery sweep's condition
+#: (telehub/recovery.py), kept in a partial index so the sweep reads only such studies.
+STUDY_OPEN = text(
+    "(completed_at IS NULL OR "
+    "(completed_instance_count > 0 AND instance_count > completed_instance_count))"
+)
+
+
 class Study(Base):
     __tablename__ = "studies"
+    __table_args__ = (
+        Index(
+            "ix_studies_open",
+            "last_received_at",
+            postgresql_where=STUDY_OPEN,
+            sqlite_where=STUDY_OPEN,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
