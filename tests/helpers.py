@@ -51,6 +51,17 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def poll(what: str, check: Any, timeout: float = 40.0) -> Any:
+    """Call ``check()`` until it returns a truthy value; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            assert value, f"timed out waiting for {what}"
+            return value
+        time.sleep(0.2)
+
+
 # ----- HTTP client ---------------------------------------------------------------------------
 @dataclass
 class Response:

@@ -42,6 +42,7 @@ from tests.helpers import (
     dataset_bytes,
     free_port,
     fresh_copy,
+    poll,
     start_hub,
     wait_port,
 )
@@ -104,16 +105,6 @@ def study(folder: Path, n: int = 3) -> list[Path]:
 
 def sop(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-
-
-def poll(what: str, check, timeout: float = 40.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out waiting for {what}"
-            return value
-        time.sleep(0.2)
 
 
 def routed_once(db: Database, study_uids: set[str]) -> bool:

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from dicom.send import send_paths
 from telehub.db import Database
 from telehub.db.models import Case, CaseEvent, Facility, Instance, OutboxMessage, Series, Study
-from tests.helpers import Hub, Proc, S3Server, dataset_bytes, fresh_copy, start_hub
+from tests.helpers import Hub, Proc, S3Server, dataset_bytes, fresh_copy, poll, start_hub
 
 #: Studies per (hub, clinic) over C-STORE, sent in two halves around the worker's death; and
 #: studies per hub over STOW-RS. Three instances each.
@@ -179,17 +179,6 @@ def _stow_sender(hub: Hub, user: str, facility: str, folder: Path, sent: Sent) -
 
 
 # ----- waiting and reading back --------------------------------------------------------------
-def _poll(what: str, check, timeout: float = 40.0):  # type: ignore[no-untyped-def]
-    """Call ``check()`` until it returns a truthy value; fail with ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out waiting for {what}"
-            return value
-        time.sleep(0.25)
-
-
 def _settled(db: Database, expected: int) -> bool:
     with db.reader() as session:
         cases = session.scalar(select(func.count()).select_from(Case)) or 0
@@ -252,7 +241,7 @@ def test_two_hubs_two_workers_every_case_routed_once(
         # now it dies, with no chance to acknowledge or hand back what it holds.
         for event in halfway:
             assert event.wait(60)
-        _poll("the first worker to do work", lambda: _worker_tasks(doomed.output()) > 0)
+        poll("the first worker to do work", lambda: _worker_tasks(doomed.output()) > 0)
         # Best moment: in the middle of a task, so the kill takes work with it (the first half
         # of the studies keeps tasks coming for a while; if none is caught, kill anyway).
         deadline = time.monotonic() + 15
@@ -274,7 +263,7 @@ def test_two_hubs_two_workers_every_case_routed_once(
     studies = len(sent.origin)
 
     # The surviving worker finishes everything: all cases settled, the outbox empty.
-    _poll("every case routed and the outbox drained", lambda: _settled(cluster.db, studies), 45)
+    poll("every case routed and the outbox drained", lambda: _settled(cluster.db, studies), 45)
 
     with cluster.db.reader() as session:
         rows = session.execute(
@@ -317,7 +306,7 @@ def test_two_hubs_two_workers_every_case_routed_once(
         found = [o.object_name for o in client.list_objects(cluster.bucket, "dicom/", True)]
         return found if sorted(found) == sorted(keys) else []
 
-    _poll("every instance in the S3 bucket", in_bucket)
+    poll("every instance in the S3 bucket", in_bucket)
     for key, row in keys.items():
         response = client.get_object(cluster.bucket, key)
         try:
