@@ -134,9 +134,11 @@ def dcmtk() -> None:
 
 
 # ----- browser tests -------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
-    """Debian's Chromium under Playwright, shared by the browser tests."""
+    """Debian's Chromium under Playwright, one per test module: Playwright's sync API keeps an
+    event loop running in the main thread while it lives, which would break any later test
+    that calls asyncio.run() (e.g. the consult media tests) if it lived for the session."""
     from tests.browser import chromium
 
     with chromium() as b:
