@@ -209,6 +209,31 @@ def escalate_overdue(session: Session, settings: Settings, case: Case, now: date
     return True
 
 
+def apply_priority(
+    settings: Settings,
+    session: Session,
+    case: Case,
+    priority: str,
+    principal: Principal,
+    **detail: Any,
+) -> None:
+    """Give a case another priority: the SLA recomputed from the same start and a
+    PRIORITY_CHANGED event (the one way the API and uploads change it)."""
+    old = case.priority
+    case.priority = priority
+    case.priority_rank = PRIORITY_RANK[Priority(priority)]
+    sla.reprioritise(settings, session, case)
+    timeline.record(
+        session,
+        case.id,
+        timeline.Event.PRIORITY_CHANGED,
+        actor_id=principal.user_id,
+        **{"from": old, "to": priority, "by": principal.username},
+        sla_deadline=case.sla_deadline.isoformat() if case.sla_deadline else None,
+        **detail,
+    )
+
+
 def change_priority(
     db: Database,
     settings: Settings,
@@ -230,19 +255,8 @@ def change_priority(
             raise Forbidden(f"case {case_id} is no longer at your centre", "not_your_case")
         if case.status == CaseStatus.FINAL.value:
             raise Conflict(f"case {case_id} already has a final report", "case_final")
-        old = case.priority
-        if old != priority:
-            case.priority = priority
-            case.priority_rank = PRIORITY_RANK[Priority(priority)]
-            sla.reprioritise(settings, session, case)
-            timeline.record(
-                session,
-                case.id,
-                timeline.Event.PRIORITY_CHANGED,
-                actor_id=principal.user_id,
-                **{"from": old, "to": priority, "by": principal.username},
-                sla_deadline=case.sla_deadline.isoformat() if case.sla_deadline else None,
-            )
+        if case.priority != priority:
+            apply_priority(settings, session, case, priority, principal)
             audit.record(
                 session, principal.user_id, "priority", "case", case.id, remote=remote, to=priority
             )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import select
 
-from telehub import sla, timeline
+from telehub import escalation
 from telehub.auth import Principal
 from telehub.config import Settings
 from telehub.db import Database
@@ -74,19 +74,13 @@ def apply(
                 case.clinical_question = question
                 touched = True
             if priority and _should_set(case, priority):
-                old = case.priority
-                case.priority = priority
-                case.priority_rank = PRIORITY_RANK[Priority(priority)]
                 touched = True
-                if case.status != CaseStatus.RECEIVING.value:
-                    sla.reprioritise(settings, session, case)
-                    timeline.record(
-                        session,
-                        case.id,
-                        timeline.Event.PRIORITY_CHANGED,
-                        actor_id=who.user_id,
-                        **{"from": old, "to": priority, "by": who.username},
-                        reason="upload",
+                if case.status == CaseStatus.RECEIVING.value:  # no SLA clock yet: routing starts it
+                    case.priority = priority
+                    case.priority_rank = PRIORITY_RANK[Priority(priority)]
+                else:
+                    escalation.apply_priority(
+                        settings, session, case, priority, who, reason="upload"
                     )
             if touched:
                 changed.append(case.id)

@@ -141,16 +141,12 @@ class SegmentRecorder:
             pts = item.samples
             item.samples += frame.samples * AUDIO_RATE // frame.sample_rate
             return pts
-        pts = int(elapsed * 1000)
-        if pts <= item.last_pts:  # two frames in one millisecond: drop the second
-            return None
-        item.last_pts = pts
-        return pts
+        return self._stamp_ms(item)
 
     def _stamp_ms(self, item: _Input) -> int | None:
-        """A forwarded packet's place on the segment's timeline, in milliseconds."""
+        """A video frame's or forwarded packet's place on the timeline, in milliseconds."""
         pts = int((time.monotonic() - self._t0) * 1000)
-        if pts <= item.last_pts:
+        if pts <= item.last_pts:  # two in one millisecond: drop the second
             return None
         item.last_pts = pts
         return pts
