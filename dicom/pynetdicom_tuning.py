@@ -39,6 +39,8 @@ from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom import dul as _dul
 from pynetdicom import transport
 
+from dicom import store_stream
+
 log = logging.getLogger(__name__)
 
 #: Longest wait before the loops look at their timers and kill flags again.
@@ -124,34 +126,82 @@ def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
     return data
 
 
-def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
-    tag = struct.pack("<HH", group_element >> 16, group_element & 0xFFFF)
-    if vr == b"OB":
-        return tag + vr + b"\0\0" + struct.pack("<L", len(value)) + value
-    return tag + vr + struct.pack("<H", len(value)) + value
+#: Largest PDU read into one buffer at once; a longer one (beyond what we negotiated) is read
+#: in chunks, so memory follows what arrives rather than what the peer claims.
+PREALLOCATE = 4 * 1024 * 1024
 
 
-def _uid_value(uid: str) -> bytes:
-    raw = str(uid).encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
+def _recv_pdu(sock: transport.AssociationSocket, header: bytes, length: int) -> bytearray | None:
+    """The whole PDU, header included, read straight into one buffer (no copies of chunks);
+    None if the connection closed first."""
+    if length > PREALLOCATE:
+        pdu = bytearray(header) + _recv(sock, length)
+        return pdu if len(pdu) == 6 + length else None
+    raw = sock.socket
+    assert raw is not None
+    pdu = bytearray(6 + length)
+    pdu[:6] = header
+    view = memoryview(pdu)
+    got = 6
+    while got < len(pdu):
+        n = raw.recv_into(view[got:])
+        if not n:
+            return None
+        got += n
+    return pdu
 
 
-def _file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
-    """The File Meta Information pynetdicom writes in front of every received data set,
-    encoded directly (Explicit VR Little Endian, PS3.10 7.1): building and writing it through
-    pydicom datasets cost a tenth of the receive path."""
-    version = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
-    body = b"".join(
-        (
-            _element(0x00020001, b"OB", b"\0\1"),
-            _element(0x00020002, b"UI", _uid_value(sop_class_uid)),
-            _element(0x00020003, b"UI", _uid_value(sop_instance_uid)),
-            _element(0x00020010, b"UI", _uid_value(transfer_syntax)),
-            _element(0x00020012, b"UI", _uid_value(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID)),
-            _element(0x00020013, b"SH", version + b" " * (len(version) % 2)),
-        )
-    )
-    return _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+_read_pdu_data = _dul.DULServiceProvider._read_pdu_data
+
+
+def _read_pdu(self: _dul.DULServiceProvider) -> None:
+    """pynetdicom's ``DULServiceProvider._read_pdu_data``, except that a P-DATA-TF goes to the
+    association's :class:`~dicom.store_stream.StoreStream` first, and only what it passes on
+    is decoded by pynetdicom. Same events for the same failures (Evt17 connection closed,
+    Evt19 invalid PDU)."""
+    stream = getattr(self, "_telehub_stream", None)
+    if stream is None:
+        _read_pdu_data(self)
+        return
+    sock = self.socket
+    assert sock is not None
+    try:
+        header = sock.recv(6)
+        if len(header) < 6:
+            self.event_queue.put("Evt17")
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            log.error("unknown PDU type 0x%02X received", pdu_type)
+            self.event_queue.put("Evt19")
+            return
+        pdu = _recv_pdu(sock, header, length)
+    except (OSError, TimeoutError):
+        log.error("connection closed before the entire PDU was received")
+        self.event_queue.put("Evt17")
+        return
+    if pdu is None:
+        log.error("the connection closed before the whole PDU (%d bytes) was received", length)
+        self.event_queue.put("Evt17")
+        return
+    if pdu_type == 0x04:
+        try:
+            rest = stream.take(pdu)
+        except store_stream.CommandError as exc:
+            log.error("invalid P-DATA-TF: %s", exc)
+            self.event_queue.put("Evt19")
+            return
+        if rest is None:
+            return
+        pdu = bytearray(rest)
+    try:
+        decoded, event = self._decode_pdu(pdu)
+    except Exception:
+        log.exception("unable to decode the received PDU")
+        self.event_queue.put("Evt19")
+        return
+    self.event_queue.put(event)
+    self._recv_pdu.put(decoded)
 
 
 def _write_file_meta(fp: Any, file_meta: bytes) -> None:
@@ -179,7 +229,10 @@ def prepare(assoc: _association.Association) -> None:
 
 
 def release(assoc: _association.Association) -> None:
-    """Close the association's wake-up pair once it has ended."""
+    """Close the association's wake-up pair and fast path once it has ended."""
+    stream = getattr(assoc.dul, "_telehub_stream", None)
+    if stream is not None:
+        stream.close()
     for name in ("_telehub_wake", "_telehub_waker"):
         sock = getattr(assoc.dul, name, None)
         if sock is not None:
@@ -204,7 +257,8 @@ def install() -> bool:
     _dul.time = patched  # type: ignore[attr-defined]
     _association.time = patched  # type: ignore[attr-defined]
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
-    _dimse_messages.create_file_meta = _file_meta  # type: ignore[attr-defined]
+    _dul.DULServiceProvider._read_pdu_data = _read_pdu  # type: ignore[method-assign]
+    _dimse_messages.create_file_meta = store_stream.file_meta  # type: ignore[attr-defined]
     _dimse_messages.write_file_meta_info = _write_file_meta  # type: ignore[attr-defined]
     _installed = True
     return True

@@ -15,12 +15,12 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from telehub import outbox, timeline
-from telehub.db import Database
+from telehub.db import Database, Sql
 from telehub.db.models import (
     PRIORITY_RANK,
     Case,
@@ -165,38 +165,36 @@ class _Existing:
     origin_facility_id: int
 
 
-# The hot path's statements, built once (building them per call costs more than running them).
-_instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
-_cases = Case.__table__
-_FIND_INSTANCE = (
-    select(
-        _instances.c.id,
-        _studies.c.case_id,
-        _instances.c.sha256,
-        _instances.c.object_key,
-        _cases.c.origin_facility_id,
-    )
-    .join(_series, _series.c.id == _instances.c.series_id)
-    .join(_studies, _studies.c.id == _series.c.study_id)
-    .join(_cases, _cases.c.id == _studies.c.case_id)
-    .where(_instances.c.sop_uid == bindparam("sop_uid"))
+# The hot path's statements, as plain SQL on a DBAPI cursor (Core's per-statement work cost more
+# than running them); the tables and columns are the models' (``tests/test_ingest_sql.py``).
+_FIND_INSTANCE = Sql(
+    """SELECT instances.id, studies.case_id, instances.sha256, instances.object_key,
+              cases.origin_facility_id
+       FROM instances
+       JOIN series ON series.id = instances.series_id
+       JOIN studies ON studies.id = series.study_id
+       JOIN cases ON cases.id = studies.case_id
+       WHERE instances.sop_uid = :sop_uid"""
 )
-_INSERT_INSTANCE = insert(_instances)
-_COUNT_SERIES = (
-    _series.update()
-    .where(_series.c.id == bindparam("series_id"))
-    .values(instance_count=_series.c.instance_count + 1)
+_INSERT_INSTANCE = Sql(
+    """INSERT INTO instances (sop_uid, series_id, sop_class_uid, transfer_syntax_uid,
+                              instance_number, object_key, size, sha256, received_at, source)
+       VALUES (:sop_uid, :series_id, :sop_class_uid, :transfer_syntax_uid, :instance_number,
+               :object_key, :size, :sha256, :received_at, :source)
+       RETURNING id"""
 )
-_COUNT_STUDY = (
-    _studies.update()
-    .where(_studies.c.id == bindparam("study_id"))
-    .values(instance_count=_studies.c.instance_count + 1, last_received_at=bindparam("now"))
+_COUNT_SERIES = Sql("UPDATE series SET instance_count = instance_count + 1 WHERE id = :series_id")
+_COUNT_STUDY = Sql(
+    """UPDATE studies SET instance_count = instance_count + 1, last_received_at = :now
+       WHERE id = :study_id"""
 )
+_SET_MODALITIES = Sql("UPDATE studies SET modalities = :modalities WHERE id = :study_id")
 
 
 def _find_instance(db: Database, sop_uid: str) -> _Existing | None:
-    with db.core(write=False) as conn:
-        row = conn.execute(_FIND_INSTANCE, {"sop_uid": sop_uid}).first()
+    with db.cursor(write=False) as cursor:
+        cursor.execute(db.sql(_FIND_INSTANCE), {"sop_uid": sop_uid})
+        row = cursor.fetchone()
     return _Existing(*row) if row else None
 
 
@@ -269,10 +267,10 @@ def _index_cached(
             cache.series[meta.series_uid] = series_id
         return outcome
     study_id, case_id, modalities = known
-    now = utcnow()
-    with db.core() as conn:
-        instance_id = conn.execute(
-            _INSERT_INSTANCE,
+    now = db.bind_time(utcnow())
+    with db.cursor() as cursor:
+        cursor.execute(
+            db.sql(_INSERT_INSTANCE),
             {
                 "sop_uid": meta.sop_uid,
                 "series_id": series_id,
@@ -285,15 +283,14 @@ def _index_cached(
                 "received_at": now,
                 "source": source[:80],
             },
-        ).inserted_primary_key[0]
-        conn.execute(_COUNT_SERIES, {"series_id": series_id})
-        conn.execute(_COUNT_STUDY, {"study_id": study_id, "now": now})
+        )
+        instance_id = cursor.fetchone()[0]
+        cursor.execute(db.sql(_COUNT_SERIES), {"series_id": series_id})
+        cursor.execute(db.sql(_COUNT_STUDY), {"study_id": study_id, "now": now})
         new_modality = meta.modality and meta.modality not in modalities
         if new_modality:
             joined = "\\".join(sorted(m for m in (*modalities, meta.modality) if m))
-            conn.execute(
-                _studies.update().where(_studies.c.id == study_id).values(modalities=joined)
-            )
+            cursor.execute(db.sql(_SET_MODALITIES), {"modalities": joined, "study_id": study_id})
     if new_modality:
         modalities.add(meta.modality)
     return StoreOutcome(instance_id=instance_id, case_id=case_id, duplicate=False)

@@ -93,8 +93,30 @@ class FilesystemStore:
 
     def put_file(self, key: str, path: Path) -> Stored:
         """Hard-link the file in when it is on our file system (the receiver spools there),
-        so a received instance is fsynced once and never copied; copy otherwise."""
-        _check_key(key)
+        so a received instance is fsynced once and never copied; copy otherwise.
+
+        A new key is linked straight to its final name and the file fsynced after that, so one
+        journal commit makes both the data and the name durable (the folder's own fsync then
+        finds little left to do); a key that exists (a replacement, or an orphan the sweep has
+        not reached) goes through a temporary name and an atomic replace."""
+        target = self.path_of(key)
+        _make_dirs_durable(target.parent)
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            return self._put_replacing(key, path)
+        except OSError:
+            with open(path, "rb") as src:
+                return self._put(key, src)
+        try:
+            stored = _fsync_and_hash(target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            _unlink_quietly(str(target))
+            raise StoreError(f"cannot store {key}: {exc}") from exc
+        return stored
+
+    def _put_replacing(self, key: str, path: Path) -> Stored:
         tmp_name = str(self._tmp / f"link-{uuid.uuid4().hex}")
         try:
             os.link(path, tmp_name)

@@ -1,0 +1,144 @@
+"""The lean C-STORE / C-ECHO path (dicom/store_stream.py): its command sets as pynetdicom reads
+and writes them, and, over real associations, C-STORE and C-ECHO served by it interleaved with
+C-FIND served by pynetdicom on one association, and nothing left in the spool after an abort."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from dicom.store_stream import C_STORE_RSP, encode_response, p_data_tf, parse_command
+from tests.helpers import Hub, fresh_copy
+from tests.test_dicom_conformance import _ct, _half_sent_store, assert_nothing_kept, stored_instance
+
+
+def test_responses_decode_as_pynetdicom_reads_them() -> None:
+    uid = generate_uid()
+    raw = encode_response(C_STORE_RSP, 7, 0xA900, CTImageStorage, uid, "SOP Class differs")
+    rsp = decode(io.BytesIO(raw), True, True)
+    assert rsp.CommandGroupLength == len(raw) - 12
+    assert rsp.AffectedSOPClassUID == CTImageStorage
+    assert rsp.AffectedSOPInstanceUID == uid
+    assert (rsp.CommandField, rsp.MessageIDBeingRespondedTo) == (0x8001, 7)
+    assert (rsp.CommandDataSetType, rsp.Status) == (0x0101, 0xA900)
+    assert rsp.ErrorComment == "SOP Class differs"
+    tags = [int(elem.tag) for elem in rsp]
+    assert tags == sorted(tags)
+
+
+def test_requests_are_read_as_pynetdicom_writes_them() -> None:
+    request = C_STORE()
+    request.MessageID = 12
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = uid = generate_uid()
+    request.Priority = 2
+    request.MoveOriginatorApplicationEntityTitle = "WORKSTATION"
+    request.MoveOriginatorMessageID = 3
+    request.DataSet = io.BytesIO(b"\x08\x00\x16\x00\x02\x00\x00\x00AB")
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = [
+        pdv
+        for primitive in message.encode_msg(1, 64)  # 64-byte PDUs: the command in pieces
+        for pdv in primitive.presentation_data_value_list
+        if pdv[1][0] & 0x01
+    ]
+    assert len(fragments) > 1
+    elements = parse_command(b"".join(fragment[1][1:] for fragment in fragments))
+    assert elements[0x0100] == b"\x01\x00"
+    assert elements[0x0110] == b"\x0c\x00"
+    assert elements[0x1000].rstrip(b"\0").decode() == uid
+    assert elements[0x0002].rstrip(b"\0").decode() == CTImageStorage
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16, 40, 16384])
+def test_responses_respect_the_peers_maximum_pdu(max_pdu: int) -> None:
+    command = encode_response(C_STORE_RSP, 1, 0, CTImageStorage, generate_uid(), "x" * 40)
+    stream = p_data_tf(3, command, max_pdu)
+    received, offset = b"", 0
+    while offset < len(stream):
+        length = int.from_bytes(stream[offset + 2 : offset + 6], "big")
+        pdu = P_DATA_TF()
+        pdu.decode(stream[offset : offset + 6 + length])
+        assert not max_pdu or length <= max_pdu  # the variable field (PS3.8 D.1)
+        for item in pdu.presentation_data_value_items:
+            context_id, data = item.presentation_context_id, item.presentation_data_value
+            assert context_id == 3 and data[0] & 0x01
+            received += data[1:]
+        offset += 6 + length
+    assert received == command
+    assert data[0] & 0x02  # the last fragment says so
+
+
+def test_one_association_mixes_the_fast_path_and_pynetdicoms_services(
+    embedded_hub: Hub, tmp_path: Path
+) -> None:
+    ae = AE("CLINIC1")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    study = generate_uid()
+    files = [fresh_copy("CT_small.dcm", tmp_path, study_uid=study) for _ in range(3)]
+    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        for path in files[:2]:
+            assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study
+        query.NumberOfStudyRelatedInstances = ""
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert [status.Status for status, _ in answers] == [0xFF00, 0x0000]
+        assert int(answers[0][1].NumberOfStudyRelatedInstances) == 2
+        # A refusal travels back with its reason, and the association goes on.
+        wrong = pydicom.dcmread(files[2])
+        del wrong.StudyInstanceUID
+        refused = assoc.send_c_store(wrong)
+        assert refused.Status == 0xC000 and "StudyInstanceUID" in refused.ErrorComment
+        assert assoc.send_c_store(pydicom.dcmread(files[2])).Status == 0x0000
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    for path in files:
+        row, _ = stored_instance(embedded_hub, pydicom.dcmread(path).SOPInstanceUID)
+        assert row is not None
+
+
+def test_an_abort_mid_data_set_leaves_nothing_in_the_spool(
+    embedded_hub: Hub, tmp_path: Path
+) -> None:
+    data, ds = _ct(tmp_path)
+    ae = AE("CLINIC1")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
+    assert assoc.is_established
+    incoming = embedded_hub.data / "spool" / "incoming"
+    encoded = _half_sent_store(assoc, data, ds)
+    assoc.dul.socket.socket.sendall(encoded[: len(encoded) // 2 // 4102 * 4102])
+    deadline = time.monotonic() + 5
+    while not any(incoming.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(incoming.iterdir()), "the data set was not being spooled"
+    assoc.abort()
+    while any(incoming.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(incoming.iterdir()) == []
+    assert_nothing_kept(embedded_hub, ds.SOPInstanceUID)
