@@ -7,6 +7,7 @@ element header, nested ones included, skipping values by their length: microseco
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import struct
@@ -44,10 +45,22 @@ def check_structure(path: Path | str) -> UID:
     return scan(path).transfer_syntax
 
 
-def scan(path: Path | str, collect: frozenset[int] = frozenset()) -> Scan:
+def scan(source: Path | str | bytes, collect: frozenset[int] = frozenset()) -> Scan:
     """The structure check, also keeping the raw top-level elements whose tags are in
-    ``collect``, so the receiver need not parse the file a second time to index it."""
-    with open(path, "rb") as fp, warnings.catch_warnings():
+    ``collect``, so the receiver need not parse the file a second time to index it.
+    ``source``: the Part 10 file, or its bytes."""
+    if isinstance(source, bytes):
+        return _scan(io.BytesIO(source), source, len(source), collect)
+    with open(source, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        if size == 0:
+            raise MalformedDataset("cannot parse file meta information: the file is empty")
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _scan(fp, buf, size, collect)
+
+
+def _scan(fp: BinaryIO, buf: mmap.mmap | bytes, size: int, collect: frozenset[int]) -> Scan:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             ts, start = _file_meta(fp)
@@ -58,18 +71,16 @@ def scan(path: Path | str, collect: frozenset[int] = frozenset()) -> Scan:
             raise MalformedDataset(f"not a known transfer syntax: {exc}") from exc
         except Exception as exc:  # pydicom raises many types on garbage
             raise MalformedDataset(f"cannot parse file meta information: {exc}") from exc
-        if ts == DeflatedExplicitVRLittleEndian:
-            # A deflate stream is checked by zlib when it is read.
-            return Scan(ts, {}, implicit, little)
-        size = os.fstat(fp.fileno()).st_size
-        if start >= size:
-            raise MalformedDataset("data set is empty")
-        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            explicit = not implicit
-            if explicit and not buf[start + 4 : start + 6].isalpha():
-                explicit = False  # implicit VR despite the syntax: pydicom reads these too
-            walker = _Walker(buf, explicit, "<" if little else ">", collect)
-            walker.dataset(start, size, in_item=False)
+    if ts == DeflatedExplicitVRLittleEndian:
+        # A deflate stream is checked by zlib when it is read.
+        return Scan(ts, {}, implicit, little)
+    if start >= size:
+        raise MalformedDataset("data set is empty")
+    explicit = not implicit
+    if explicit and not buf[start + 4 : start + 6].isalpha():
+        explicit = False  # implicit VR despite the syntax: pydicom reads these too
+    walker = _Walker(buf, explicit, "<" if little else ">", collect)
+    walker.dataset(start, size, in_item=False)
     return Scan(ts, walker.collected, not explicit, little)
 
 

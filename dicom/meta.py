@@ -133,11 +133,17 @@ INDEXED_TAGS = frozenset(_KEYWORDS)
 
 
 def check_and_read(
-    path: Path | str, sop_class_uid: str, sop_instance_uid: str, default_charset: str = ""
+    path: Path | str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    default_charset: str = "",
+    content: bytes | None = None,
 ) -> InstanceMeta:
     """What every receiving path calls: the structure check (MalformedDataset) and the index's
-    attributes (InvalidInstance), from one pass over the file's element headers."""
-    found = scan(path, INDEXED_TAGS)
+    attributes (InvalidInstance), from one pass over the file's element headers. ``content``:
+    the file's bytes, when the receiver still holds them (small instances), so the file is not
+    opened again."""
+    found = scan(path if content is None else content, INDEXED_TAGS)
     if not found.elements:  # deflated: pydicom inflates it
         return read_instance_meta(path, sop_class_uid, sop_instance_uid, default_charset)
     return meta_from_scan(found, sop_class_uid, sop_instance_uid, default_charset)

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pydicom.config
 from pydicom.dataset import Dataset
@@ -140,12 +139,12 @@ class Receiver:
             event.assoc,
             str(request.AffectedSOPClassUID),
             str(request.AffectedSOPInstanceUID),
-            event.dataset_path,
+            store_stream.Received(event.dataset_path),
         )
         return _status(code, comment) if comment else code
 
     def store(
-        self, assoc: Association, sop_class: str, sop_uid: str, path: Path
+        self, assoc: Association, sop_class: str, sop_uid: str, received: store_stream.Received
     ) -> tuple[int, str]:
         """Check, store durably and index one received instance: its DIMSE status and error
         comment (empty on success)."""
@@ -154,17 +153,22 @@ class Receiver:
             return NOT_AUTHORISED, "calling AE title no longer registered"
         try:
             meta = check_and_read(
-                path, sop_class, sop_uid, self.services.settings.dicom_default_charset
+                received.path,
+                sop_class,
+                sop_uid,
+                self.services.settings.dicom_default_charset,
+                received.content,
             )
             outcome = ingest.store_instance(
                 self.services.db,
                 self.services.store,
                 state.facility_id,
                 meta,
-                path,
+                received.path,
                 source=f"dimse:{state.calling_aet}",
                 cache=state.cache,
                 duplicates=self.duplicates,
+                synced=received.synced,
             )
         except MalformedDataset as exc:
             return self._refuse(state, sop_uid, CANNOT_UNDERSTAND, str(exc))

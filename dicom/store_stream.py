@@ -23,6 +23,7 @@ and only once the association is established.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import struct
@@ -34,10 +35,29 @@ from pathlib import Path
 import pynetdicom
 from pynetdicom.association import Association
 
+from telehub.store import Stored
+
 log = logging.getLogger(__name__)
 
-#: ``store(assoc, sop_class_uid, sop_instance_uid, path) -> (status, error comment)``.
-StoreFunction = Callable[[Association, str, str, Path], tuple[int, str]]
+#: Data sets up to this size are also kept in memory for the structure check (bounded: one
+#: per association), so a small instance's file is written once and never read back.
+KEEP_IN_MEMORY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Received:
+    """A received data set, as a Part 10 file in the spool."""
+
+    path: Path
+    #: Size and SHA-256 of the whole file, computed as it was written, and the file fsynced
+    #: (None: not known, e.g. pynetdicom's own receive path).
+    synced: Stored | None = None
+    #: The file's bytes, for an instance of up to KEEP_IN_MEMORY bytes.
+    content: bytes | None = None
+
+
+#: ``store(assoc, sop_class_uid, sop_instance_uid, received) -> (status, error comment)``.
+StoreFunction = Callable[[Association, str, str, Received], tuple[int, str]]
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
@@ -180,6 +200,10 @@ class StoreStream:
         self._request: dict[int, bytes] = {}
         self._fd: int | None = None
         self._path: str | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._kept: bytearray | None = None
+        self._error: tuple[int, str] | None = None
         self.stored = 0
 
     # ----- PDUs in --------------------------------------------------------------------
@@ -216,7 +240,7 @@ class StoreStream:
                 self._state = _PASS
                 passed.append(bytes(item))
                 return
-            os.write(self._fd, fragment)  # type: ignore[arg-type]
+            self._write(fragment)
             if last:
                 self._complete_store()
             return
@@ -263,35 +287,84 @@ class StoreStream:
 
     # ----- one C-STORE ----------------------------------------------------------------
     def _open_spool(self, transfer_syntax: str) -> None:
-        fd, self._path = tempfile.mkstemp(suffix=".dcm", dir=self._spool)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._kept = bytearray()
+        self._error = None
+        try:
+            fd, self._path = tempfile.mkstemp(suffix=".dcm", dir=self._spool)
+        except OSError as exc:
+            self._spool_failed(exc)
+            return
         self._fd = fd
         header = file_meta(
             sop_class_uid=_ui(self._request, _AFFECTED_CLASS),
             sop_instance_uid=_ui(self._request, _AFFECTED_INSTANCE),
             transfer_syntax=transfer_syntax,
         )
-        os.write(fd, b"\0" * 128 + b"DICM" + header)
+        self._write(b"\0" * 128 + b"DICM" + header)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        """Append to the spool file, hashing as it goes (the store then need not read the file
+        back); a small instance's bytes are also kept for the structure check."""
+        if self._error is not None:
+            return  # the spool failed: the rest of the data set is read and dropped
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]  # type: ignore[arg-type]
+        except OSError as exc:
+            self._spool_failed(exc)
+            return
+        self._hash.update(data)
+        self._size += len(data)
+        if self._kept is not None:
+            if self._size <= KEEP_IN_MEMORY:
+                self._kept += data
+            else:
+                self._kept = None
+
+    def _spool_failed(self, exc: OSError) -> None:
+        log.error("cannot spool a received instance: %s", exc)
+        self._discard_file()
+        self._error = (0xA700, "out of resources: cannot write to the spool")
 
     def _complete_store(self) -> None:
         request, path, message = self._request, self._path, self._message
-        assert self._fd is not None and path is not None and message is not None
-        os.close(self._fd)
-        self._fd, self._path, self._message = None, None, None
+        assert message is not None
+        self._message = None
         self._state = _IDLE
-        try:
-            status, comment = self._store(
-                self.assoc,
-                _ui(request, _AFFECTED_CLASS),
-                _ui(request, _AFFECTED_INSTANCE),
-                Path(path),
+        if self._error is None:
+            assert self._fd is not None and path is not None
+            try:
+                os.fsync(self._fd)  # durable before the store links it in
+            except OSError as exc:
+                self._spool_failed(exc)
+        if self._error is not None:
+            status, comment = self._error
+        else:
+            os.close(self._fd)  # type: ignore[arg-type]
+            self._fd, self._path = None, None
+            received = Received(
+                Path(path),  # type: ignore[arg-type]
+                Stored(self._size, self._hash.hexdigest()),
+                bytes(self._kept) if self._kept is not None else None,
             )
-        except Exception:  # the store function reports its own failures; this is a bug
-            log.exception("C-STORE handler failed")
-            status, comment = 0x0110, "could not store instance"
-        finally:
-            # Stored copies are hard links or uploads: the spool name itself is ours to drop.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            try:
+                status, comment = self._store(
+                    self.assoc,
+                    _ui(request, _AFFECTED_CLASS),
+                    _ui(request, _AFFECTED_INSTANCE),
+                    received,
+                )
+            except Exception:  # the store function reports its own failures; this is a bug
+                log.exception("C-STORE handler failed")
+                status, comment = 0x0110, "could not store instance"
+            finally:
+                # Stored copies are hard links or uploads: the spool name is ours to drop.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # type: ignore[arg-type]
+        self._kept = None
         self.stored += status == 0
         self._respond(message.context_id, C_STORE_RSP, request, status, comment)
 
@@ -312,6 +385,10 @@ class StoreStream:
 
     # ----- ends -----------------------------------------------------------------------
     def _discard(self) -> None:
+        self._discard_file()
+        self._message = None
+
+    def _discard_file(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -319,7 +396,6 @@ class StoreStream:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
             self._path = None
-        self._message = None
 
     def _fail(self, why: str) -> bytes | None:
         self._discard()
