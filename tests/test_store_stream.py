@@ -1,6 +1,7 @@
 """The lean C-STORE / C-ECHO path (dicom/store_stream.py): its command sets as pynetdicom reads
 and writes them, and, over real associations, C-STORE and C-ECHO served by it interleaved with
-C-FIND served by pynetdicom on one association, and nothing left in the spool after an abort."""
+C-FIND served by pynetdicom on one association; nothing left in the spool after an abort; a spool
+that cannot be written answers 0xA700 and the association goes on."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pynetdicom.sop_class import (
 )
 
 from dicom.store_stream import C_STORE_RSP, encode_response, p_data_tf, parse_command
-from tests.helpers import Hub, fresh_copy
+from tests.helpers import Hub, fresh_copy, start_hub
 from tests.test_dicom_conformance import _ct, _half_sent_store, assert_nothing_kept, stored_instance
 
 
@@ -142,3 +143,30 @@ def test_an_abort_mid_data_set_leaves_nothing_in_the_spool(
         time.sleep(0.02)
     assert list(incoming.iterdir()) == []
     assert_nothing_kept(embedded_hub, ds.SOPInstanceUID)
+
+
+def test_a_spool_that_cannot_be_written_answers_out_of_resources(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path)
+    try:
+        incoming = hub.data / "spool" / "incoming"
+        path = fresh_copy("CT_small.dcm", tmp_path / "in")
+        sop_uid = pydicom.dcmread(path).SOPInstanceUID
+        ae = AE("CLINIC1")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", hub.dicom_port, ae_title="TELEHUB")
+        assert assoc.is_established
+        try:
+            incoming.rename(tmp_path / "moved")
+            incoming.write_bytes(b"")  # a file where the spool folder should be
+            refused = assoc.send_c_store(pydicom.dcmread(path))
+            assert refused.Status == 0xA700 and "spool" in refused.ErrorComment
+            incoming.unlink()
+            (tmp_path / "moved").rename(incoming)
+            # The same association goes on, and the same instance is then stored.
+            assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
+        finally:
+            assoc.release()
+        row, stored = stored_instance(hub, sop_uid)
+        assert row is not None and stored is not None
+    finally:
+        hub.proc.stop()
