@@ -168,7 +168,7 @@ class Receiver:
                 source=f"dimse:{state.calling_aet}",
                 cache=state.cache,
                 duplicates=self.duplicates,
-                synced=received.synced,
+                known=received.known,
             )
         except MalformedDataset as exc:
             return self._refuse(state, sop_uid, CANNOT_UNDERSTAND, str(exc))

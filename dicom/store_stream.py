@@ -41,17 +41,18 @@ log = logging.getLogger(__name__)
 
 #: Data sets up to this size are also kept in memory for the structure check (bounded: one
 #: per association), so a small instance's file is written once and never read back.
-KEEP_IN_MEMORY = 1024 * 1024
+KEEP_IN_MEMORY = 256 * 1024
 
 
 @dataclass(frozen=True)
 class Received:
-    """A received data set, as a Part 10 file in the spool."""
+    """A received data set, as a Part 10 file in the spool (not yet fsynced: the store links
+    it to its final name first, so one journal commit makes data and name durable)."""
 
     path: Path
-    #: Size and SHA-256 of the whole file, computed as it was written, and the file fsynced
-    #: (None: not known, e.g. pynetdicom's own receive path).
-    synced: Stored | None = None
+    #: Size and SHA-256 of the whole file, computed as it was written (None: not known, e.g.
+    #: pynetdicom's own receive path).
+    known: Stored | None = None
     #: The file's bytes, for an instance of up to KEEP_IN_MEMORY bytes.
     content: bytes | None = None
 
@@ -207,7 +208,7 @@ class StoreStream:
         self.stored = 0
 
     # ----- PDUs in --------------------------------------------------------------------
-    def take(self, pdu: bytearray) -> bytes | None:
+    def take(self, pdu: bytearray | memoryview) -> bytes | None:
         """Consume one P-DATA-TF PDU (header included); returns a P-DATA-TF of the PDV items
         pynetdicom must still see (None if none), in their order."""
         if not self.assoc.is_established:
@@ -334,12 +335,6 @@ class StoreStream:
         assert message is not None
         self._message = None
         self._state = _IDLE
-        if self._error is None:
-            assert self._fd is not None and path is not None
-            try:
-                os.fsync(self._fd)  # durable before the store links it in
-            except OSError as exc:
-                self._spool_failed(exc)
         if self._error is not None:
             status, comment = self._error
         else:

@@ -119,10 +119,10 @@ def store_instance(
     source: str,
     cache: IngestCache | None = None,
     duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
-    synced: Stored | None = None,
+    known: Stored | None = None,
 ) -> StoreOutcome:
     """Durably store and index one instance; raises on any failure (report failure then).
-    ``synced``: the file's size and SHA-256, when the caller hashed and fsynced it already.
+    ``known``: the file's size and SHA-256, when the caller hashed it as it wrote it.
 
     A SOP Instance UID already in the index is found before anything is written: the same bytes
     are acknowledged again without a second copy; other bytes are kept out or replace the first
@@ -132,9 +132,9 @@ def store_instance(
     if existing is not None:
         if existing.origin_facility_id != facility_id:
             raise ForeignStudy(f"instance {meta.sop_uid} belongs to another facility's case")
-        return _resent(db, store, existing, meta, path, source, duplicates, synced)
+        return _resent(db, store, existing, meta, path, source, duplicates, known)
     key = instance_key(meta.study_uid, meta.series_uid, meta.sop_uid)
-    stored = store.put_file(key, path, synced)
+    stored = store.put_file(key, path, known)
     try:
         for attempt in range(_INDEX_ATTEMPTS):
             try:
@@ -208,16 +208,16 @@ def _resent(
     path: Path,
     source: str,
     duplicates: DuplicatePolicy,
-    synced: Stored | None,
+    known: Stored | None,
 ) -> StoreOutcome:
-    sha256 = synced.sha256 if synced else file_sha256(path)
+    sha256 = known.sha256 if known else file_sha256(path)
     if sha256 == existing.sha256:
         return StoreOutcome(existing.instance_id, existing.case_id, duplicate=True)
     action = "replaced" if duplicates is DuplicatePolicy.REPLACE else "kept_first"
     if duplicates is DuplicatePolicy.REPLACE:
         # Same key: the store's atomic replace leaves the first copy or the second, never
         # neither; the index row follows in the transaction below.
-        stored = store.put_file(existing.object_key, path, synced)
+        stored = store.put_file(existing.object_key, path, known)
     with db.session() as session:
         if duplicates is DuplicatePolicy.REPLACE:
             session.execute(

@@ -39,8 +39,8 @@ class SpoolingStore:
     #: Called after each write (the mover's kick), so uploads start at once.
     on_write: Callable[[], None] = staticmethod(lambda: None)
 
-    def put_file(self, key: str, path: Path, synced: Stored | None = None) -> Stored:
-        stored = self.spool.put_file(key, path, synced)
+    def put_file(self, key: str, path: Path, known: Stored | None = None) -> Stored:
+        stored = self.spool.put_file(key, path, known)
         self.on_write()
         return stored
 

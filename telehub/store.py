@@ -43,10 +43,10 @@ class Stored:
 
 
 class ObjectStore(Protocol):
-    def put_file(self, key: str, path: Path, synced: Stored | None = None) -> Stored:
-        """Store the file's bytes under ``key``; returns once they are durable. ``synced``: the
-        file's size and SHA-256 from a caller that hashed it as it wrote it and has fsynced it
-        (the receivers), so they need not be read again."""
+    def put_file(self, key: str, path: Path, known: Stored | None = None) -> Stored:
+        """Store the file's bytes under ``key``; returns once they are durable. ``known``: the
+        file's size and SHA-256 from a caller that hashed it as it wrote it (the receivers), so
+        the file is not read again."""
 
     def put_bytes(self, key: str, data: bytes) -> Stored: ...
 
@@ -93,7 +93,7 @@ class FilesystemStore:
         os.replace(tmp_name, target)
         _fsync_dir(target.parent)
 
-    def put_file(self, key: str, path: Path, synced: Stored | None = None) -> Stored:
+    def put_file(self, key: str, path: Path, known: Stored | None = None) -> Stored:
         """Hard-link the file in when it is on our file system (the receiver spools there),
         so a received instance is fsynced once and never copied; copy otherwise.
 
@@ -106,19 +106,19 @@ class FilesystemStore:
         try:
             os.link(path, target)
         except FileExistsError:
-            return self._put_replacing(key, path, synced)
+            return self._put_replacing(key, path, known)
         except OSError:
             with open(path, "rb") as src:
                 return self._put(key, src)
         try:
-            stored = synced or _fsync_and_hash(target)
+            stored = _fsync_path(target, known) if known else _fsync_and_hash(target)
             _fsync_dir(target.parent)
         except OSError as exc:
             _unlink_quietly(str(target))
             raise StoreError(f"cannot store {key}: {exc}") from exc
         return stored
 
-    def _put_replacing(self, key: str, path: Path, synced: Stored | None) -> Stored:
+    def _put_replacing(self, key: str, path: Path, known: Stored | None) -> Stored:
         tmp_name = str(self._tmp / f"link-{uuid.uuid4().hex}")
         try:
             os.link(path, tmp_name)
@@ -126,7 +126,7 @@ class FilesystemStore:
             with open(path, "rb") as src:
                 return self._put(key, src)
         try:
-            stored = synced or _fsync_and_hash(tmp_name)
+            stored = _fsync_path(tmp_name, known) if known else _fsync_and_hash(tmp_name)
             self._commit(tmp_name, key)
         except OSError as exc:
             _unlink_quietly(tmp_name)
@@ -217,7 +217,7 @@ class S3Store:
         except Exception as exc:  # minio raises several unrelated types
             raise StoreError(f"cannot reach bucket {self.bucket}: {exc}") from exc
 
-    def put_file(self, key: str, path: Path, synced: Stored | None = None) -> Stored:
+    def put_file(self, key: str, path: Path, known: Stored | None = None) -> Stored:
         size = Path(path).stat().st_size
         with open(path, "rb") as fh:
             return self._put(key, fh, size)
@@ -349,6 +349,15 @@ def open_store(url: str) -> ObjectStore:
 def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as src:
         return hashlib.file_digest(src, "sha256").hexdigest()
+
+
+def _fsync_path(path: str | Path, known: Stored) -> Stored:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return known
 
 
 def _fsync_and_hash(path: str | Path) -> Stored:
