@@ -1,6 +1,7 @@
 """The lean C-STORE / C-ECHO path (dicom/store_stream.py): its command sets as pynetdicom reads
 and writes them, and, over real associations, C-STORE and C-ECHO served by it interleaved with
-C-FIND served by pynetdicom on one association; nothing left in the spool after an abort; a spool
+C-FIND served by pynetdicom on one association; a store in tiny fragments, several to a PDU;
+nothing left in the spool after an abort; an invalid PDV item aborts the association; a spool
 that cannot be written answers 0xA700 and the association goes on."""
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from pynetdicom.sop_class import (
 )
 
 from dicom.store_stream import C_STORE_RSP, encode_response, p_data_tf, parse_command
-from tests.helpers import Hub, fresh_copy, start_hub
-from tests.test_dicom_conformance import _ct, _half_sent_store, assert_nothing_kept, stored_instance
+from tests.helpers import Hub, dataset_bytes, fresh_copy, start_hub
+from tests.test_dicom_conformance import (
+    _ct,
+    _half_sent_store,
+    assert_hub_serves,
+    assert_nothing_kept,
+    context_id,
+    store_request,
+    stored_instance,
+)
 
 
 def test_responses_decode_as_pynetdicom_reads_them() -> None:
@@ -170,3 +179,60 @@ def test_a_spool_that_cannot_be_written_answers_out_of_resources(tmp_path: Path)
         assert row is not None and stored is not None
     finally:
         hub.proc.stop()
+
+
+def test_a_store_in_tiny_fragments_several_to_a_pdu_is_kept_byte_for_byte(
+    embedded_hub: Hub, tmp_path: Path
+) -> None:
+    """The command set in pieces, and PDUs that carry several PDV items, one of them the end of
+    the command and the start of the data set (PS3.8 allows both; few senders do it)."""
+    data, ds = _ct(tmp_path)
+    ae = AE("CLINIC1")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
+    assert assoc.is_established
+    try:
+        message = C_STORE_RQ()
+        message.primitive_to_message(store_request(ds.SOPClassUID, ds.SOPInstanceUID, data))
+        cx = context_id(assoc, ds.SOPClassUID, ExplicitVRLittleEndian)
+        items = [
+            (len(pdv[1]) + 1).to_bytes(4, "big") + bytes([pdv[0]]) + pdv[1]
+            for primitive in message.encode_msg(cx, 48)
+            for pdv in primitive.presentation_data_value_list
+        ]
+        commands = sum(1 for item in items if item[5] & 0x01)
+        assert commands > 1  # the command set itself is fragmented
+        stream = b""
+        for start in range(0, len(items), 3):
+            body = b"".join(items[start : start + 3])
+            stream += b"\x04\x00" + len(body).to_bytes(4, "big") + body
+        assoc.dul.socket.socket.sendall(stream)
+        _, response = assoc.dimse.get_msg(block=True)
+        assert response is not None and response.Status == 0x0000
+        assert response.AffectedSOPInstanceUID == ds.SOPInstanceUID
+    finally:
+        assoc.release()
+    row, stored = stored_instance(embedded_hub, ds.SOPInstanceUID)
+    assert row is not None and stored is not None
+    assert dataset_bytes(stored) == data
+
+
+def test_a_pdv_item_running_past_its_pdu_aborts_the_association(
+    embedded_hub: Hub, tmp_path: Path
+) -> None:
+    data, ds = _ct(tmp_path)
+    ae = AE("CLINIC1")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
+    assert assoc.is_established
+    encoded = _half_sent_store(assoc, data, ds)
+    first_pdu = encoded[: 6 + int.from_bytes(encoded[2:6], "big")]
+    broken = bytearray(first_pdu)
+    broken[6:10] = (int.from_bytes(broken[6:10], "big") + 1).to_bytes(4, "big")
+    assoc.dul.socket.socket.sendall(bytes(broken))
+    deadline = time.monotonic() + 5
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert assoc.is_aborted  # A-ABORT, as pynetdicom answers an invalid PDU
+    assert_nothing_kept(embedded_hub, ds.SOPInstanceUID)
+    assert_hub_serves(embedded_hub)
