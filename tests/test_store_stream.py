@@ -206,8 +206,15 @@ def test_a_store_in_tiny_fragments_several_to_a_pdu_is_kept_byte_for_byte(
         for start in range(0, len(items), 3):
             body = b"".join(items[start : start + 3])
             stream += b"\x04\x00" + len(body).to_bytes(4, "big") + body
-        assoc.dul.socket.socket.sendall(stream)
-        _, response = assoc.dimse.get_msg(block=True)
+        # Hold pynetdicom's reactor, as its own send_c_*() do, or it may take the response.
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        try:
+            assoc.dul.socket.socket.sendall(stream)
+            _, response = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
         assert response is not None and response.Status == 0x0000
         assert response.AffectedSOPInstanceUID == ds.SOPInstanceUID
     finally:
