@@ -1,25 +1,28 @@
 """Q/R identifiers as SQL over the index: C-FIND matching and C-MOVE/C-GET selection.
 
 Answers come from the index alone (never from the files), so a query costs one SQL statement.
-Matching follows PS3.4 C.2.2.2: single value, wildcard ``*``/``?``, UID lists, date and time
-ranges, universal (empty) matching. The caller's visibility (``telehub.access``) is one more
-WHERE clause, so a study another facility may not see is indistinguishable from a missing one.
+Matching follows PS3.4 C.2.2.2 by the rules QIDO-RS shares (``dicom.matching``); here are only
+C-FIND's parts: which attribute exists at which level, values read from the identifier's data
+elements, a value breaking the rules answered with status 0xC000, answers as data sets. The
+caller's visibility (``telehub.access``) is one more WHERE clause, so a study another facility
+may not see is indistinguishable from a missing one.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import aliased
 
+from dicom import matching
+from dicom.matching import Kind, MatchError
 from telehub.db.models import Case, Instance, Patient, Series, Study
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -43,7 +46,7 @@ class Attr:
 
     level: str
     column: Any  # a SQLAlchemy column expression
-    kind: str  # uid | text | pn | date | time | int | modalities | count
+    kind: Kind | Literal["count"]  # count: returned, never matched
 
 
 def _rank(level: str) -> int:
@@ -111,77 +114,22 @@ def _values(elem: DataElement) -> list[str]:
     return [t for t in texts if t]
 
 
-_DATE = r"\d{8}"
-_TIME = r"\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?"
-
-
-def _like(column: Any, value: str, fold_case: bool) -> ColumnElement[bool]:
-    pattern = value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    pattern = pattern.replace("*", "%").replace("?", "_")
-    if fold_case:
-        return func.lower(column).like(pattern.lower(), escape="!")
-    return column.like(pattern, escape="!")
-
-
-def _text(column: Any, value: str, fold_case: bool = False) -> ColumnElement[bool] | None:
-    if value.strip("*") == "":
-        return None  # "*" alone matches everything, empty values included
-    if "*" in value or "?" in value:
-        return _like(column, value, fold_case)
-    if fold_case:
-        return func.lower(column) == value.lower()
-    return column == value
-
-
-def _range(column: Any, keyword: str, value: str, unit: str, upper_pad: str) -> Any:
-    match = re.fullmatch(rf"({unit})?-({unit})?", value)
-    if match is None or value == "-":
-        if re.fullmatch(unit, value):
-            return and_(column >= value, column <= value + upper_pad)
-        raise QueryError(UNABLE_TO_PROCESS, f"{keyword} {value!r} is not a valid value or range")
-    low, high = match.groups()
-    clauses = [column != ""]
-    if low:
-        clauses.append(column >= low)
-    if high:
-        clauses.append(column <= high + upper_pad)
-    return and_(*clauses)
+def _condition(keyword: str, attr: Attr, values: list[str]) -> ColumnElement[bool] | None:
+    """The WHERE clause for one matching key (None: universal), by the shared rules."""
+    if attr.kind == "count":
+        return None  # not a matching key (PS3.4 C.6.1.1.2): returned only
+    try:
+        return matching.condition(attr.kind, attr.column, values, keyword)
+    except MatchError as exc:
+        raise QueryError(UNABLE_TO_PROCESS, str(exc)) from exc
 
 
 def _uids(keyword: str, values: list[str]) -> list[str]:
-    for value in values:
-        if len(value) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value):
-            raise QueryError(UNABLE_TO_PROCESS, f"{keyword} {value[:70]!r} is not a UID")
-    return values
-
-
-def _condition(keyword: str, attr: Attr, values: list[str]) -> Any:
-    """The WHERE clause for one matching key (None: universal)."""
-    column, kind = attr.column, attr.kind
-    if kind == "uid":
-        return column.in_(_uids(keyword, values))
-    if kind == "count":
-        return None  # not a matching key (PS3.4 C.6.1.1.2): returned only
-    clauses: list[Any] = []
-    for value in values:
-        if kind in ("text", "pn"):
-            clause = _text(column, value, fold_case=kind == "pn")
-        elif kind == "date":
-            clause = _range(column, keyword, value, _DATE, "")
-        elif kind == "time":
-            clause = _range(column, keyword, value, _TIME, "~")  # "~" sorts after digits and "."
-        elif kind == "int":
-            try:
-                clause = column == int(value)
-            except ValueError as exc:
-                raise QueryError(UNABLE_TO_PROCESS, f"{keyword} {value!r} is no integer") from exc
-        else:  # modalities: the study has any of the values
-            wrapped = literal("\\").concat(column).concat("\\")
-            clause = _like(wrapped, f"*\\{value}\\*", fold_case=False)
-        if clause is None:
-            return None
-        clauses.append(clause)
-    return or_(*clauses) if clauses else None
+    """A retrieve's unique keys: UIDs only, no wildcards (PS3.4 C.4.2.2.1)."""
+    try:
+        return matching.uid_list(values, keyword)
+    except MatchError as exc:
+        raise QueryError(UNABLE_TO_PROCESS, str(exc)) from exc
 
 
 def _base(level: str, visible: ColumnElement[bool], columns: list[Any]) -> Select[Any]:

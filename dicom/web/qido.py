@@ -1,9 +1,9 @@
 """QIDO-RS (PS3.18 10.6): search studies, series and instances, answered from the index alone.
 
-The matching rules are those of PS3.4 C.2.2.2 as QIDO-RS uses them: single value, ``*``/``?``
-wildcards on text, UID lists, date and time ranges, universal matching for an empty value;
-PatientName case-insensitively (where the database folds case) and per name group. Results are
-the JSON model (PS3.18 F.2), built by pydicom, restricted to what the caller may see.
+The matching rules are those of PS3.4 C.2.2.2 as QIDO-RS uses them, shared with C-FIND
+(``dicom.matching``); here are only QIDO-RS's parts: which attribute exists at which level,
+values read from the query string, a value breaking the rules answered 400. Results are the
+JSON model (PS3.18 F.2), built by pydicom, restricted to what the caller may see.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
 from pydicom.datadict import dictionary_keyword, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
+from dicom import matching
+from dicom.matching import MatchError
 from telehub import audit
 from telehub.access import visible_to
 from telehub.api.common import principal, remote, run, services
@@ -148,94 +149,29 @@ def _tag(name: str) -> int:
     return tag
 
 
-def _like(value: str) -> str:
-    escaped = re.sub(r"([%_\\])", r"\\\1", value)
-    return escaped.replace("*", "%").replace("?", "_")
+#: How each indexed VR is matched (a UI value is a UID list, a PN a name...); others: as text.
+_KINDS: dict[str, matching.Kind] = {
+    "UI": "uid",
+    "DA": "date",
+    "TM": "time",
+    "IS": "int",
+    "PN": "pn",
+}
+_MODALITIES_IN_STUDY = 0x00080061
 
 
-def _has_wildcard(value: str) -> bool:
-    return "*" in value or "?" in value
-
-
-_DATE = re.compile(r"\d{8}")
-_TIME = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
-
-
-def _check_date(value: str, name: str) -> str:
+def _condition(attr: Attribute, value: str, name: str) -> ColumnElement[bool] | None:
+    """One query parameter as a WHERE clause (None: universal), by the shared matching rules;
+    a UID or modality list comes comma- or backslash-separated (PS3.18 8.3.4.1)."""
+    if attr.tag == _MODALITIES_IN_STUDY:
+        kind: matching.Kind = "modalities"
+    else:
+        kind = _KINDS.get(attr.vr, "text")
+    values = re.split(r"[,\\]", value) if kind in ("uid", "modalities") else [value]
     try:
-        if not _DATE.fullmatch(value):
-            raise ValueError
-        datetime.strptime(value, "%Y%m%d")
-    except ValueError:
-        raise Invalid(f"{name}: {value!r} is not a date YYYYMMDD", "bad_parameter") from None
-    return value
-
-
-def _check_time(value: str, name: str) -> str:
-    if not _TIME.fullmatch(value) or int(value[:2]) > 23:
-        raise Invalid(f"{name}: {value!r} is not a time HHMMSS.FFFFFF", "bad_parameter")
-    return value
-
-
-def _range(column: InstrumentedAttribute[Any], value: str, vr: str, name: str) -> Any:
-    check = _check_date if vr == "DA" else _check_time
-    if "-" not in value:
-        return column == check(value, name)
-    if value.count("-") != 1 or value == "-":
-        raise Invalid(f"{name}: {value!r} is not a range FROM-TO", "bad_parameter")
-    low, high = value.split("-")
-    clauses = [column != ""]
-    if low:
-        clauses.append(column >= check(low, name))
-    if high:
-        check(high, name)
-        if vr == "TM" and "." not in high:  # "1230" runs to 12:30:59.999999
-            high = high + "5959"[: 6 - len(high)] + ".999999"
-        clauses.append(column <= high)
-    if low and high and low > high:
-        raise Invalid(f"{name}: range {value!r} ends before it starts", "bad_parameter")
-    return and_(*clauses)
-
-
-def _text_match(column: InstrumentedAttribute[Any], value: str) -> Any:
-    return column.like(_like(value), escape="\\") if _has_wildcard(value) else column == value
-
-
-def _name_match(value: str) -> Any:
-    """PatientName case-insensitively; a value without ``=`` may match any name group."""
-    pattern = _like(value)
-    column = Patient.name
-    if "=" in value:
-        return column.ilike(pattern, escape="\\")
-    return or_(
-        *(
-            column.ilike(p, escape="\\")
-            for p in (pattern, pattern + "=%", "%=" + pattern, "%=" + pattern + "=%")
-        )
-    )
-
-
-def _condition(attr: Attribute, value: str, name: str) -> Any:
-    column = attr.column
-    assert column is not None
-    if attr.vr == "UI":
-        uids = [u.strip() for u in re.split(r"[,\\]", value) if u.strip()]
-        return column.in_(uids)
-    if attr.vr in ("DA", "TM"):
-        return _range(column, value, attr.vr, name)
-    if attr.vr == "IS":
-        try:
-            return column == int(value)
-        except ValueError:
-            raise Invalid(f"{name}: {value!r} is not an integer", "bad_parameter") from None
-    if attr.tag == 0x00100010:
-        return _name_match(value)
-    if attr.tag == 0x00080061:  # ModalitiesInStudy: any series of the study has one of them
-        wanted = [m for m in re.split(r"[,\\]", value) if m]
-        return exists().where(
-            Series.study_id == Study.id, or_(*(_text_match(Series.modality, m) for m in wanted))
-        )
-    return _text_match(column, value)
+        return matching.condition(kind, attr.column, values, name)
+    except MatchError as exc:
+        raise Invalid(str(exc), "bad_parameter") from None
 
 
 def _int(query: MultiMapping[str], name: str, default: int) -> int:
@@ -271,9 +207,9 @@ def parse_query(query: MultiMapping[str], level: int) -> Query:
         if name in query and len(query.getall(name)) > 1:
             raise Invalid(f"{name} is given more than once", "bad_parameter")
         parsed.returned.add(tag)
-        if value in ("", "*"):
-            continue  # universal matching: return the attribute, match everything
-        parsed.conditions.append(_condition(attr, value, name))
+        clause = _condition(attr, value, name)
+        if clause is not None:  # None: universal matching, the attribute is only returned
+            parsed.conditions.append(clause)
     return parsed
 
 
