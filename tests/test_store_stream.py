@@ -32,6 +32,7 @@ from tests.test_dicom_conformance import (
     _half_sent_store,
     assert_hub_serves,
     assert_nothing_kept,
+    associate,
     context_id,
     store_request,
     stored_instance,
@@ -136,10 +137,7 @@ def test_an_abort_mid_data_set_leaves_nothing_in_the_spool(
     embedded_hub: Hub, tmp_path: Path
 ) -> None:
     data, ds = _ct(tmp_path)
-    ae = AE("CLINIC1")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
-    assert assoc.is_established
+    assoc = associate(embedded_hub, [(CTImageStorage, ExplicitVRLittleEndian)])
     incoming = embedded_hub.data / "spool" / "incoming"
     encoded = _half_sent_store(assoc, data, ds)
     assoc.dul.socket.socket.sendall(encoded[: len(encoded) // 2 // 4102 * 4102])
@@ -160,10 +158,7 @@ def test_a_spool_that_cannot_be_written_answers_out_of_resources(tmp_path: Path)
         incoming = hub.data / "spool" / "incoming"
         path = fresh_copy("CT_small.dcm", tmp_path / "in")
         sop_uid = pydicom.dcmread(path).SOPInstanceUID
-        ae = AE("CLINIC1")
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        assoc = ae.associate("127.0.0.1", hub.dicom_port, ae_title="TELEHUB")
-        assert assoc.is_established
+        assoc = associate(hub, [(CTImageStorage, ExplicitVRLittleEndian)])
         try:
             incoming.rename(tmp_path / "moved")
             incoming.write_bytes(b"")  # a file where the spool folder should be
@@ -187,10 +182,7 @@ def test_a_store_in_tiny_fragments_several_to_a_pdu_is_kept_byte_for_byte(
     """The command set in pieces, and PDUs that carry several PDV items, one of them the end of
     the command and the start of the data set (PS3.8 allows both; few senders do it)."""
     data, ds = _ct(tmp_path)
-    ae = AE("CLINIC1")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
-    assert assoc.is_established
+    assoc = associate(embedded_hub, [(CTImageStorage, ExplicitVRLittleEndian)])
     try:
         message = C_STORE_RQ()
         message.primitive_to_message(store_request(ds.SOPClassUID, ds.SOPInstanceUID, data))
@@ -228,10 +220,7 @@ def test_a_pdv_item_running_past_its_pdu_aborts_the_association(
     embedded_hub: Hub, tmp_path: Path
 ) -> None:
     data, ds = _ct(tmp_path)
-    ae = AE("CLINIC1")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", embedded_hub.dicom_port, ae_title="TELEHUB")
-    assert assoc.is_established
+    assoc = associate(embedded_hub, [(CTImageStorage, ExplicitVRLittleEndian)])
     encoded = _half_sent_store(assoc, data, ds)
     first_pdu = encoded[: 6 + int.from_bytes(encoded[2:6], "big")]
     broken = bytearray(first_pdu)
