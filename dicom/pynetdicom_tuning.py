@@ -200,7 +200,7 @@ def _read_pdu(self: _dul.DULServiceProvider) -> None:
             return
         if rest is None:
             return
-        pdu = bytearray(rest)
+        pdu = rest
     try:
         decoded, event = self._decode_pdu(pdu)
     except Exception:

@@ -205,7 +205,6 @@ class StoreStream:
         self._size = 0
         self._kept: bytearray | None = None
         self._error: tuple[int, str] | None = None
-        self.stored = 0
 
     # ----- PDUs in --------------------------------------------------------------------
     def take(self, pdu: bytearray | memoryview) -> bytes | None:
@@ -360,7 +359,6 @@ class StoreStream:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # type: ignore[arg-type]
         self._kept = None
-        self.stored += status == 0
         self._respond(message.context_id, C_STORE_RSP, request, status, comment)
 
     def _respond(

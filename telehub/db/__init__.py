@@ -108,12 +108,10 @@ class Database:
         pyformat = self.engine.dialect.paramstyle == "pyformat"
         return statement.pyformat if pyformat else statement.text
 
-    def bind_time(self, value: datetime) -> Any:
-        """An aware datetime as a :class:`~telehub.db.types.UTCDateTime` column stores it."""
-        return self._bind_time(value)
-
     @functools.cached_property
-    def _bind_time(self) -> Callable[[datetime], Any]:
+    def bind_time(self) -> Callable[[datetime], Any]:
+        """Turns an aware datetime into what a :class:`~telehub.db.types.UTCDateTime` column
+        stores, for :class:`Sql` statements."""
         dialect = self.engine.dialect
         process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         return process or (lambda value: value)
