@@ -36,6 +36,7 @@ from dicom.integrity import MalformedDataset
 from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, check_and_read
 from dicom.net import NODELAY_HANDLERS
 from dicom.qr import QueryRetrieve
+from dicom.receiver_load import LoadBoard
 from telehub import ingest
 from telehub.facilities import FacilityDirectory
 from telehub.services import Services
@@ -261,8 +262,9 @@ class SharedPortServer(ThreadedAssociationServer):
     """pynetdicom's server on a port several processes share.
 
     Under ``serve``, every receiving process accepts from the one listening socket ``serve``
-    opened and passed down: an idle process takes the next association, so a busy one is not
-    given more (SO_REUSEPORT would spread them by a hash of the addresses, blind to load).
+    opened and passed down, and one carrying more connections than another holds back so the
+    idler one takes the next (see :mod:`dicom.receiver_load`; SO_REUSEPORT would spread them by
+    a hash of the addresses, blind to load).
     A ``telehub receive`` started on its own binds with SO_REUSEPORT instead.
     """
 
@@ -289,19 +291,43 @@ class SharedPortServer(ThreadedAssociationServer):
         # process's GIL, a stall for every association it carried. Python's own collector
         # finds those cycles; here a full pass runs at most once a minute, and only when idle.
         now = time.monotonic()
-        if not self.ae.active_associations and now - self._collected > 60:
+        idle = not self.ae.active_associations and now - self._last_accept > 1
+        if idle and self.board is not None:
+            self.board.reset()
+        if idle and now - self._collected > 60:
             gc.collect()
             self._collected = now
 
     _collected = 0.0
 
+    #: The receiving processes' shared connection counts (None: not started by ``serve``).
+    board: LoadBoard | None = None
+    _last_accept = 0.0
+
     def get_request(self):  # type: ignore[no-untyped-def]
-        # Every process wakes for a new connection; one with associations already running
-        # lets an idler one take it first (its accept then finds nothing and it waits again).
-        busy = len(self.ae.active_associations)
-        if busy and os.environ.get(LISTEN_FD_ENV):
-            time.sleep(min(0.002 * busy, 0.02))
-        return super().get_request()
+        # Every process wakes for a new connection; one carrying more than another lets the
+        # idler one take it (its own accept then finds nothing and it waits again).
+        if self.board is not None:
+            self.board.wait_turn()
+        request = super().get_request()
+        self._last_accept = time.monotonic()
+        if self.board is not None:
+            self.board.opened()
+        return request
+
+    def connection_closed(self, _event: Event) -> None:
+        if self.board is not None:
+            self.board.closed()
+
+    def server_close(self) -> None:
+        if self.board is not None:
+            self.board.leave()
+        if os.environ.get(LISTEN_FD_ENV):
+            # The socket is shared: pynetdicom's shutdown() of it would stop the other
+            # receiving processes listening too. Closing our descriptor leaves theirs open.
+            self.socket.close()
+            return
+        super().server_close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -338,6 +364,8 @@ def start_scp(
         server_class=SharedPortServer,
         ssl_context=tls.server_context(settings),
     )
+    server.board = LoadBoard.from_environment()
+    server.bind(evt.EVT_CONN_CLOSE, server.connection_closed)
     ae._servers.append(server)  # as start_server does; shutdown() removes it
     threading.Thread(
         target=server.serve_forever, name=f"dicom-accept-{settings.dicom_port}", daemon=True

@@ -146,6 +146,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
     relay = OutboxRelay(services.db, publish, settings.outbox_redeliver_seconds)
     relay.start()
     relay.kick()  # anything left from before a restart goes out now
+    from dicom import receiver_load
     from dicom.scp import LISTEN_FD_ENV, listen
 
     # One listening socket for all receiving processes (opened here, so a port in use fails
@@ -155,13 +156,18 @@ def serve(settings: Settings, demo: bool = False) -> None:
     from telehub.recovery import sweep_spool_temp
 
     sweep_spool_temp(settings.spool, grace_seconds=0)
+    load_fd = receiver_load.create(settings.receiver_processes)
     children = [
         Supervisor(
             f"dicom-receiver-{i + 1}",
             _child_command("receive"),
             settings,
-            env={LISTEN_FD_ENV: str(dicom_socket.fileno())},
-            pass_fds=(dicom_socket.fileno(),),
+            env={
+                LISTEN_FD_ENV: str(dicom_socket.fileno()),
+                receiver_load.LOAD_FD_ENV: str(load_fd),
+                receiver_load.LOAD_SLOT_ENV: str(i),
+            },
+            pass_fds=(dicom_socket.fileno(), load_fd),
         )
         for i in range(settings.receiver_processes)
     ]
@@ -185,6 +191,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
         log.info("shutting down")
         stop_all(children)
         dicom_socket.close()
+        os.close(load_fd)
         relay.stop()
         services.close()
 
