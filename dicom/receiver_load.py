@@ -37,25 +37,32 @@ def create(processes: int) -> int:
 
 
 class LoadBoard:
-    """One process's view of the board: its own slot to write, the others' to read."""
+    """A view of the board: a receiving process's, with its own slot to write (``slot``), or
+    ``serve``'s, which reads every slot and marks a receiver that exited (``slot=None``)."""
 
-    def __init__(self, fd: int, slot: int) -> None:
+    def __init__(self, fd: int, slot: int | None = None) -> None:
         size = os.fstat(fd).st_size
-        if not 0 <= slot < size // _SLOT:
+        if slot is not None and not 0 <= slot < size // _SLOT:
             raise ValueError(f"load slot {slot} outside a board of {size // _SLOT}")
         self._map = mmap.mmap(fd, size)
         self._counts = memoryview(self._map).cast("i")
         self._slot = slot
         self._lock = threading.Lock()
-        self._counts[slot] = 0
+        if slot is not None:
+            self._counts[slot] = 0
 
     @classmethod
     def from_environment(cls) -> LoadBoard | None:
         fd, slot = os.environ.get(LOAD_FD_ENV), os.environ.get(LOAD_SLOT_ENV)
         return cls(int(fd), int(slot)) if fd and slot else None
 
+    def counts(self) -> list[int]:
+        """Every process's open connections (NOT_LISTENING for one that is not accepting)."""
+        return list(self._counts)
+
     @property
     def mine(self) -> int:
+        assert self._slot is not None
         return self._counts[self._slot]
 
     def least_of_others(self) -> int | None:
@@ -63,22 +70,30 @@ class LoadBoard:
         return min(others) if others else None
 
     def opened(self) -> None:
-        with self._lock:
-            self._counts[self._slot] += 1
+        self._add(1)
 
     def closed(self) -> None:
+        self._add(-1)
+
+    def _add(self, delta: int) -> None:
+        assert self._slot is not None
         with self._lock:
-            self._counts[self._slot] = max(0, self._counts[self._slot] - 1)
+            self._counts[self._slot] = max(0, self._counts[self._slot] + delta)
 
     def reset(self) -> None:
         """Nothing is open (the process is idle): undo any drift of the count."""
-        with self._lock:
-            self._counts[self._slot] = 0
+        self._set(0)
 
-    def leave(self) -> None:
-        """This process stops accepting: the others must not wait for it."""
+    def leave(self, slot: int | None = None) -> None:
+        """A process stops accepting (this one, or for ``serve`` the one in ``slot`` that
+        exited): the others must not wait for it."""
+        self._set(NOT_LISTENING, slot)
+
+    def _set(self, value: int, slot: int | None = None) -> None:
+        slot = self._slot if slot is None else slot
+        assert slot is not None
         with self._lock:
-            self._counts[self._slot] = NOT_LISTENING
+            self._counts[slot] = value
 
     def wait_turn(self) -> None:
         """Hold back while another process carries fewer connections (at most MAX_DEFER)."""

@@ -1,4 +1,5 @@
-"""Readiness: can this process do its work now (database, object store, broker)?
+"""Readiness: can this process do its work now (database, object store, broker, and under
+``serve`` the DICOM receiving processes)?
 
 ``/healthz`` says the process answers; ``/readyz`` says a load balancer may send it requests:
 every dependency a request or an acknowledgement needs is reachable.
@@ -39,6 +40,14 @@ def _broker(services: Services) -> None:
         connection.ensure_connection(max_retries=1, timeout=3)
 
 
+def _dicom_receivers(services: Services) -> None:
+    assert services.receivers is not None
+    counts = services.receivers()
+    down = sum(1 for count in counts if count < 0)
+    if down:
+        raise RuntimeError(f"{down} of {len(counts)} DICOM receiving processes not accepting")
+
+
 CHECKS: dict[str, Callable[[Services], None]] = {
     "database": _database,
     "object_store": _object_store,
@@ -47,9 +56,14 @@ CHECKS: dict[str, Callable[[Services], None]] = {
 
 
 def check_all(services: Services) -> list[Check]:
-    """Run every check; a failure is reported with its reason, never raised."""
+    """Run every check; a failure is reported with its reason, never raised. Under ``serve``
+    the DICOM receiving processes are checked too (a modality's association waits in the
+    listen queue while none accepts)."""
+    checks = dict(CHECKS)
+    if services.receivers is not None:
+        checks["dicom_receivers"] = _dicom_receivers
     results = []
-    for name, probe in CHECKS.items():
+    for name, probe in checks.items():
         started = time.perf_counter()
         try:
             probe(services)

@@ -9,6 +9,7 @@ queues is published at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import multiprocessing
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -55,11 +57,13 @@ class Supervisor:
         settings: Settings,
         env: dict[str, str] | None = None,
         pass_fds: tuple[int, ...] = (),
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.command = command
         self.env = {**os.environ, **settings.as_environment(), **(env or {})}
         self.pass_fds = pass_fds
+        self.on_exit = on_exit
         self.process = self._start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"{name}-watch", daemon=True)
@@ -73,6 +77,8 @@ class Supervisor:
             code = self.process.poll()
             if code is not None and not self._stop.is_set():
                 log.error("%s exited with %s; starting a new one", self.name, code)
+                if self.on_exit is not None:
+                    self.on_exit()
                 self.process = self._start()
 
     def stop(self) -> None:
@@ -157,6 +163,8 @@ def serve(settings: Settings, demo: bool = False) -> None:
 
     sweep_spool_temp(settings.spool, grace_seconds=0)
     load_fd = receiver_load.create(settings.receiver_processes)
+    board = receiver_load.LoadBoard(load_fd)
+    services.receivers = board.counts  # for /readyz
     children = [
         Supervisor(
             f"dicom-receiver-{i + 1}",
@@ -168,6 +176,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
                 receiver_load.LOAD_SLOT_ENV: str(i),
             },
             pass_fds=(dicom_socket.fileno(), load_fd),
+            on_exit=functools.partial(board.leave, i),
         )
         for i in range(settings.receiver_processes)
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from telehub.config import Settings
@@ -19,6 +20,9 @@ class Services:
     db: Database
     store: ObjectStore
     mover: SpoolMover | None = None
+    #: Under ``serve``: each DICOM receiving process's open connections, -1 for one that is
+    #: not accepting (see dicom.receiver_load); None in a process that runs no receivers.
+    receivers: Callable[[], list[int]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -38,6 +38,7 @@ def test_ready_when_everything_answers(embedded_hub: Hub) -> None:
         "database",
         "object_store",
         "broker",
+        "dicom_receivers",
     }
 
 

@@ -6,6 +6,8 @@ and one process (one GIL) then carried three quarters of the load.
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import threading
 from collections import Counter
@@ -108,8 +110,8 @@ def _open_together(hub: Hub, count: int) -> list[Association]:
 def test_associations_arriving_together_are_spread_evenly(two_receivers: Hub) -> None:
     receivers = _receivers(two_receivers)
     assert len(receivers) == 2
-    # Both accepting (a receiving process publishes 0 once it listens, -1 before).
-    poll("both receivers listening", lambda: _board(receivers[0]) == [0, 0], timeout=30)
+    # Both accept (start_hub waited for that); its probe of the port has closed too.
+    poll("no connection open", lambda: _board(receivers[0]) == [0, 0], timeout=10)
     for _ in range(3):
         opened = _open_together(two_receivers, 4)
         try:
@@ -125,3 +127,25 @@ def test_associations_arriving_together_are_spread_evenly(two_receivers: Hub) ->
             for assoc in opened:
                 assoc.release()
         poll("connections closed", lambda: _board(receivers[0]) == [0, 0], timeout=10)
+
+
+def test_a_receiver_that_dies_is_not_waited_for_and_readiness_says_so(two_receivers: Hub) -> None:
+    doomed, survivor = _receivers(two_receivers)
+    os.kill(doomed, signal.SIGKILL)
+    # serve notices (within a second), marks its slot, and /readyz names the cause.
+    resp = poll(
+        "readiness to notice the dead receiver",
+        lambda: (r := two_receivers.api.get("/readyz")).status == 503 and r,
+        timeout=10,
+    )
+    assert "1 of 2 DICOM receiving processes" in resp.body["checks"]["dicom_receivers"]["error"]
+    # Meanwhile the survivor takes associations without holding back for the dead one.
+    ae = AE("CLINIC1")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", two_receivers.dicom_port, ae_title="TELEHUB")
+    assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    # The restarted receiver accepts again and the hub is ready.
+    poll("ready again", lambda: two_receivers.api.get("/readyz").status == 200, timeout=60)
+    restarted = set(_receivers(two_receivers)) - {survivor}
+    assert len(restarted) == 1 and doomed not in restarted

@@ -55,7 +55,8 @@ async def metrics(request: web.Request) -> web.Response:
 OPENAPI_PATHS: dict[str, Any] = {
     "/readyz": {
         "get": {
-            "summary": "Readiness: database, object store and broker reachable (no token)",
+            "summary": "Readiness: database, object store, broker and (under serve) the DICOM "
+            "receiving processes (no token)",
             "security": [],
             "responses": {
                 "200": {"description": "ready"},
