@@ -129,9 +129,8 @@ def start_orthanc(tmp: Path) -> Receiver:
 
 def start_telehub(tmp: Path) -> Receiver:
     hub = start_hub(tmp, {"TELEHUB_LOG_LEVEL": "WARNING"})
-    # start_hub returns once HTTP answers and one receiving process listens; give the other
-    # receiving process and the worker time to finish starting (importing takes CPU), so the
-    # run measures ingest, not start-up.
+    # start_hub returns once HTTP answers and every receiving process accepts; give the worker
+    # time to finish starting too (importing takes CPU), so the run measures ingest only.
     time.sleep(3)
 
     def count() -> int:
