@@ -31,7 +31,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom import negotiation, store_stream, tls
+from dicom import negotiation, pynetdicom_tuning, store_stream, tls
 from dicom.integrity import MalformedDataset
 from dicom.meta import CANNOT_UNDERSTAND, InvalidInstance, check_and_read
 from dicom.net import NODELAY_HANDLERS
@@ -239,6 +239,8 @@ class Receiver:
 
 def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
     negotiation.install()  # take the sender's preferred transfer syntax: stored as received
+    # Before the first association too (its set-up already copies the contexts).
+    pynetdicom_tuning.install()
     ae = TelehubAE(ae_title, directory)
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
