@@ -239,8 +239,6 @@ class Receiver:
 
 def build_ae(ae_title: str, directory: FacilityDirectory) -> TelehubAE:
     negotiation.install()  # take the sender's preferred transfer syntax: stored as received
-    # Before the first association too (its set-up already copies the contexts).
-    pynetdicom_tuning.install()
     ae = TelehubAE(ae_title, directory)
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
@@ -356,6 +354,8 @@ def start_scp(
     incoming = settings.spool / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(incoming)
+    # Now, not at the first connection: that association's set-up already copies the contexts.
+    pynetdicom_tuning.install()
     directory = FacilityDirectory(services.db)
     receiver = Receiver(services, directory, on_studies_complete)
     query_retrieve = QueryRetrieve(services, directory)

@@ -234,22 +234,23 @@ def test_a_pdv_item_running_past_its_pdu_aborts_the_association(
     assert_hub_serves(embedded_hub)
 
 
-def test_each_association_gets_its_own_copy_of_the_supported_contexts(tmp_path: Path) -> None:
+def test_each_association_gets_its_own_copy_of_the_supported_contexts() -> None:
     """The cheap copy pynetdicom's acceptor set-up now uses equals a deep copy, and sharing
     nothing mutable, one association's negotiation cannot change the next one's contexts."""
     import copy
 
-    from dicom.pynetdicom_tuning import _copy_contexts
-    from dicom.scp import build_ae
-    from telehub.db import Database
-    from telehub.facilities import FacilityDirectory
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+    from pynetdicom.presentation import AllStoragePresentationContexts
 
-    db = Database(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
-    contexts = build_ae("TELEHUB", FacilityDirectory(db)).supported_contexts
+    from dicom.pynetdicom_tuning import _copy_contexts
+
+    ae = AE("TELEHUB")  # the hub's contexts, without installing its patches in this process
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    contexts = ae.supported_contexts
     copied = _copy_contexts(contexts)
     assert [vars(cx) for cx in copied] == [vars(cx) for cx in copy.deepcopy(contexts)]
     copied[0].transfer_syntax = [ExplicitVRLittleEndian]
     copied[1].context_id = 7
     assert len(contexts[0].transfer_syntax) > 1 and contexts[1].context_id is None
     assert _copy_contexts({"not": ["contexts"]}) == {"not": ["contexts"]}
-    db.dispose()
