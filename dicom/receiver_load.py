@@ -19,9 +19,10 @@ import time
 
 LOAD_FD_ENV = "TELEHUB_DICOM_LOAD_FD"
 LOAD_SLOT_ENV = "TELEHUB_DICOM_LOAD_SLOT"
-#: Longest a busier process holds back: a sibling that is stuck or restarting must not stall
-#: new associations for longer than this.
-MAX_DEFER = 0.02
+#: Longest a busier process holds back: a sibling that is stuck (a long GIL hold, a full
+#: garbage collection) must not stall new associations for longer than this. 20 ms was too
+#: short on a loaded 2-core machine: the idle sibling did not get to its accept in time.
+MAX_DEFER = 0.1
 _SLOT = 4  # bytes: one int32 per process
 #: A slot's value while its process is not accepting (not started yet, restarting, stopped).
 NOT_LISTENING = -1

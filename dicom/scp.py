@@ -367,6 +367,7 @@ def start_scp(
         ssl_context=tls.server_context(settings),
     )
     server.board = LoadBoard.from_environment()
+    server._collected = time.monotonic()  # the first full collection a minute from now
     server.bind(evt.EVT_CONN_CLOSE, server.connection_closed)
     ae._servers.append(server)  # as start_server does; shutdown() removes it
     threading.Thread(
