@@ -193,6 +193,38 @@ _COUNT_STUDY = Sql(
 _SET_MODALITIES = Sql("UPDATE studies SET modalities = :modalities WHERE id = :study_id")
 
 
+_FIND_SERIES = Sql(
+    """SELECT series.id, studies.id, studies.case_id, studies.modalities
+       FROM series
+       JOIN studies ON studies.id = series.study_id
+       JOIN cases ON cases.id = studies.case_id
+       WHERE series.series_uid = :series_uid AND studies.study_uid = :study_uid
+         AND cases.origin_facility_id = :facility_id"""
+)
+
+
+def _existing_series(
+    db: Database, facility_id: int, meta: InstanceMeta
+) -> tuple[tuple[int, int, set[str]], int] | None:
+    """The cache entries for an indexed series of this study and facility; None for anything
+    else (new series, another facility's study, a series under another study), which the full
+    path creates or refuses."""
+    with db.cursor(write=False) as cursor:
+        cursor.execute(
+            db.sql(_FIND_SERIES),
+            {
+                "series_uid": meta.series_uid,
+                "study_uid": meta.study_uid,
+                "facility_id": facility_id,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    series_id, study_id, case_id, modalities = row
+    return (study_id, case_id, set(filter(None, modalities.split("\\")))), series_id
+
+
 def _find_instance(db: Database, sop_uid: str) -> _Existing | None:
     with db.cursor(write=False) as cursor:
         cursor.execute(db.sql(_FIND_INSTANCE), {"sop_uid": sop_uid})
@@ -258,6 +290,14 @@ def _index_cached(
 ) -> StoreOutcome:
     known = cache.studies.get(meta.study_uid) if cache is not None else None
     series_id = cache.series.get(meta.series_uid) if cache is not None else None
+    if (known is None or series_id is None) and cache is not None:
+        # A new transfer into a series already indexed (a modality that opens an association
+        # per image does this for every image): its committed rows fill the cache at once.
+        found = _existing_series(db, facility_id, meta)
+        if found is not None:
+            known, series_id = found
+            cache.studies[meta.study_uid] = known
+            cache.series[meta.series_uid] = series_id
     if known is None or series_id is None:
         with db.session() as session:
             outcome, study, series = _index(

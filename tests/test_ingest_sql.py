@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
@@ -62,3 +63,43 @@ def test_cached_instances_are_indexed_like_the_first(db: Database, tmp_path: Pat
     assert resent.duplicate and resent.instance_id == outcomes[0].instance_id
     with db.reader() as session:
         assert session.scalar(select(Study.instance_count).where(Study.study_uid == study)) == 3
+
+
+def test_a_new_transfer_into_an_indexed_series_starts_on_the_fast_path(
+    db: Database, tmp_path: Path
+) -> None:
+    """A modality that opens an association per image: each new transfer (an empty cache)
+    into the indexed series is indexed like the first, counts and modalities kept; another
+    facility's instance for that series is still refused."""
+    with db.reader() as session:
+        clinic = session.scalar(select(Facility.id).where(Facility.code == "T1"))
+        other = session.scalar(select(Facility.id).where(Facility.code == "T2"))
+    store = FilesystemStore(tmp_path / "objects")
+    study, series = generate_uid(), generate_uid()
+    outcomes = []
+    for modality in ("CT", "CT", "SR"):
+        path = fresh_copy("CT_small.dcm", tmp_path / "in", study_uid=study, Modality=modality)
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series
+        ds.save_as(path, enforce_file_format=True)
+        meta = read_instance_meta(path, ds.SOPClassUID, ds.SOPInstanceUID)
+        cache = ingest.IngestCache()  # a new association each time
+        outcomes.append(
+            ingest.store_instance(db, store, clinic, meta, path, "dimse:CLINIC1", cache=cache)
+        )
+    assert len({o.case_id for o in outcomes}) == 1
+    with db.reader() as session:
+        study_row = session.scalar(select(Study).where(Study.study_uid == study))
+        series_row = session.scalar(select(Series).where(Series.series_uid == series))
+        assert study_row.instance_count == 3 and series_row.instance_count == 3
+        assert study_row.modalities == "CT\\SR"
+
+    path = fresh_copy("CT_small.dcm", tmp_path / "in", study_uid=study)
+    ds = pydicom.dcmread(path)
+    ds.SeriesInstanceUID = series
+    ds.save_as(path, enforce_file_format=True)
+    meta = read_instance_meta(path, ds.SOPClassUID, ds.SOPInstanceUID)
+    with pytest.raises(ingest.ForeignStudy):
+        ingest.store_instance(
+            db, store, other, meta, path, "dimse:CLINIC2", cache=ingest.IngestCache()
+        )
