@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dicom_ingest import CACHE, RECEIVERS, make_set  # noqa: E402
+from dicom_ingest import CACHE, RECEIVERS, make_set, wait_stored  # noqa: E402
 
 from tests.helpers import DCMTK_ENV  # noqa: E402
 
@@ -47,11 +47,9 @@ def run_once(kind: str, files: list[Path]) -> tuple[float, list[float]]:
                     raise SystemExit(f"storescu failed against {kind}: {proc.stderr[-300:]!r}")
                 each.append(time.perf_counter() - t)
             total = time.perf_counter() - started
-            deadline = time.monotonic() + 5
-            while receiver.count() < len(files) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if receiver.count() != len(files):
-                raise SystemExit(f"{kind} stored {receiver.count()} of {len(files)}")
+            stored = wait_stored(receiver, len(files))
+            if stored != len(files):
+                raise SystemExit(f"{kind} stored {stored} of {len(files)}")
         finally:
             receiver.stop()
     return total, each

@@ -162,6 +162,16 @@ def send(receiver: Receiver, folders: list[Path]) -> float:
     return time.perf_counter() - started
 
 
+def wait_stored(receiver: Receiver, expected: int, timeout: float = 5.0) -> int:
+    """How many instances the receiver holds once it holds ``expected`` (or time is up)."""
+    deadline = time.monotonic() + timeout
+    stored = receiver.count()
+    while stored < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stored = receiver.count()
+    return stored
+
+
 def run_once(kind: str, data: Path, parallel: bool) -> tuple[float, int]:
     # storescp leaves ~300 MB of unwritten pages behind; flushed under the next receiver's run,
     # they would slow whichever receiver comes next. Every run starts with a quiet disk.
@@ -171,11 +181,7 @@ def run_once(kind: str, data: Path, parallel: bool) -> tuple[float, int]:
         try:
             folders = sorted(data.iterdir()) if parallel else [data]
             seconds = send(receiver, folders)
-            deadline = time.monotonic() + 5
-            stored = receiver.count()
-            while stored < SETS[data.name][0] and time.monotonic() < deadline:
-                time.sleep(0.1)
-                stored = receiver.count()
+            stored = wait_stored(receiver, SETS[data.name][0])
         finally:
             receiver.stop()
     return seconds, stored
