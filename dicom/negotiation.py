@@ -10,24 +10,29 @@ pynetdicom's own negotiation (roles, rejections) runs on it.
 
 from __future__ import annotations
 
+from pydicom.uid import UID
 from pynetdicom import acse
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 _installed = False
 
 
+def copy_context(cx: PresentationContext, transfer_syntax: list[UID]) -> PresentationContext:
+    """``cx`` with its own ``transfer_syntax`` list, without pynetdicom's setters: its UIDs
+    were validated when it was built or decoded, and validating them again on every copy was
+    milliseconds of each association's set-up. Everything else a context holds is immutable."""
+    twin = PresentationContext.__new__(PresentationContext)
+    twin.__dict__.update(cx.__dict__)
+    twin._transfer_syntax = transfer_syntax
+    return twin
+
+
 def _in_requestor_order(rq: PresentationContext, ac: PresentationContext) -> PresentationContext:
     ours = set(ac.transfer_syntax)
     preferred = [ts for ts in rq.transfer_syntax if ts in ours]
-    # A copy of our context with only what matters for this proposal (with none in common, one
-    # of ours makes pynetdicom reject for the right reason). Its UIDs were validated when the
-    # context was built and when the request was decoded; going through the setters again
-    # validated each once more: storescu proposes 128 contexts, so that was milliseconds of
-    # every association's set-up.
-    context = PresentationContext.__new__(PresentationContext)
-    context.__dict__.update(ac.__dict__)
-    context._transfer_syntax = preferred or ac.transfer_syntax[:1]
-    return context
+    # Only what matters for this proposal; with none in common, one of ours makes pynetdicom
+    # reject for the right reason.
+    return copy_context(ac, preferred or ac.transfer_syntax[:1])
 
 
 def negotiate_in_requestor_order(rq_contexts, ac_contexts, roles=None):  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ from pynetdicom import dul as _dul
 from pynetdicom import transport
 from pynetdicom.presentation import PresentationContext
 
-from dicom import store_stream
+from dicom import negotiation, store_stream
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +237,7 @@ def _copy_contexts(value: Any) -> Any:
     of the GIL for every association; the contexts hold only immutable values besides their
     transfer syntax list, so copying that list is the same copy."""
     if isinstance(value, list) and all(isinstance(cx, PresentationContext) for cx in value):
-        copies = []
-        for cx in value:
-            twin = PresentationContext.__new__(PresentationContext)
-            twin.__dict__.update(cx.__dict__)
-            twin._transfer_syntax = list(cx._transfer_syntax)
-            copies.append(twin)
-        return copies
+        return [negotiation.copy_context(cx, list(cx.transfer_syntax)) for cx in value]
     return copy.deepcopy(value)
 
 

@@ -111,7 +111,7 @@ class FilesystemStore:
             with open(path, "rb") as src:
                 return self._put(key, src)
         try:
-            stored = _fsync_path(target, known) if known else _fsync_and_hash(target)
+            stored = _fsync(target, known)
             _fsync_dir(target.parent)
         except OSError as exc:
             _unlink_quietly(str(target))
@@ -126,7 +126,7 @@ class FilesystemStore:
             with open(path, "rb") as src:
                 return self._put(key, src)
         try:
-            stored = _fsync_path(tmp_name, known) if known else _fsync_and_hash(tmp_name)
+            stored = _fsync(tmp_name, known)
             self._commit(tmp_name, key)
         except OSError as exc:
             _unlink_quietly(tmp_name)
@@ -351,20 +351,14 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(src, "sha256").hexdigest()
 
 
-def _fsync_path(path: str | Path, known: Stored) -> Stored:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return known
-
-
-def _fsync_and_hash(path: str | Path) -> Stored:
-    with open(path, "rb") as src:
-        digest = hashlib.file_digest(src, "sha256")
+def _fsync(path: str | Path, known: Stored | None) -> Stored:
+    """fsync the file; its size and SHA-256 are ``known`` or read from it on the way."""
+    with open(path, "rb", buffering=0) as src:  # unbuffered: no isatty() probe on the hot path
+        if known is None:
+            digest = hashlib.file_digest(src, "sha256")
+            known = Stored(src.tell(), digest.hexdigest())
         os.fsync(src.fileno())
-        return Stored(src.tell(), digest.hexdigest())
+    return known
 
 
 def _make_dirs_durable(folder: Path) -> None:
